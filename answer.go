@@ -1,0 +1,71 @@
+package socketio
+
+import "context"
+
+// Answerer answers questions.
+//
+// Concurrency: Answer is called from the library's worker pool, so many
+// calls run at once; an implementation must be safe for concurrent use.
+// ctx is cancelled when the task is cancelled (cancel_task), when the
+// per-answer timeout passes, or when the Server closes; an Answerer should
+// return promptly with ctx.Err() then. ctx is not cancelled when the asker
+// disconnects: the answer still finishes and is stored for a later resume.
+//
+// When the question asked for streaming (q.Stream), an Answerer may send
+// the answer in pieces through chunks; the deltas joined are the answer, and
+// the library sends them to the client as answer_chunk events before the
+// final answer. chunks is never nil; when the question did not ask for
+// streaming, writes to it are discarded.
+type Answerer interface {
+	Answer(ctx context.Context, q Question, chunks ChunkWriter) (Answer, error)
+}
+
+// AnswererFunc adapts a function to the Answerer interface.
+type AnswererFunc func(ctx context.Context, q Question, chunks ChunkWriter) (Answer, error)
+
+// Answer calls f.
+func (f AnswererFunc) Answer(ctx context.Context, q Question, chunks ChunkWriter) (Answer, error) {
+	return f(ctx, q, chunks)
+}
+
+// ChunkWriter receives the pieces of a streamed answer, in order.
+type ChunkWriter interface {
+	// WriteChunk sends one delta. It returns an error when the task can no
+	// longer take chunks (it was cancelled or timed out).
+	WriteChunk(delta string) error
+}
+
+// Question is what an Answerer is asked.
+type Question struct {
+	TaskID    string
+	SessionID string
+	UserID    string
+	Text      string
+	// Context is the optional context string the client sent.
+	Context string
+	Room    string
+	Stream  bool
+}
+
+// Answer is an Answerer's result.
+type Answer struct {
+	Text string
+	// Sources name where the answer came from; sent to the client as
+	// "sources" when not empty.
+	Sources []string
+}
+
+// Suggester proposes questions for a partial query (get_suggestions).
+//
+// Concurrency: Suggest may be called concurrently.
+type Suggester interface {
+	Suggest(ctx context.Context, query string, limit int) ([]string, error)
+}
+
+// SuggesterFunc adapts a function to the Suggester interface.
+type SuggesterFunc func(ctx context.Context, query string, limit int) ([]string, error)
+
+// Suggest calls f.
+func (f SuggesterFunc) Suggest(ctx context.Context, query string, limit int) ([]string, error) {
+	return f(ctx, query, limit)
+}

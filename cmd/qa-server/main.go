@@ -1,0 +1,221 @@
+// Command qa-server is the demo of the socketio library: a Socket.IO
+// question-and-answer server with the embedded store, a demo knowledge base
+// and a web page to try it.
+//
+//	go run ./cmd/qa-server            # then open http://127.0.0.1:8080/
+//
+// Every setting is a flag with an environment twin (flags win); -h lists
+// them.
+package main
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/zishang520/socket.io/v2/socket"
+
+	"github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/internal/demokb"
+)
+
+//go:embed web
+var webFS embed.FS
+
+type config struct {
+	addr             string
+	maxConnsPerIP    int
+	maxQPerMin       int
+	maxQPerMinPerIP  int
+	secret           string
+	answerDelay      time.Duration
+	shutdownTimeout  time.Duration
+	logLevel         string
+	trustedProxyList string
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "qa-server:", err)
+		os.Exit(1)
+	}
+}
+
+// parseConfig reads flags, falling back to their environment twins.
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("qa-server", flag.ContinueOnError)
+	envStr := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	envInt := func(name string, def int) int {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				return def
+			}
+			return n
+		}
+		return def
+	}
+	envDur := func(name string, def time.Duration) time.Duration {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				return def
+			}
+			return d
+		}
+		return def
+	}
+	fs.StringVar(&c.addr, "addr", envStr("QA_ADDR", "127.0.0.1:8080"), "listen address (env QA_ADDR)")
+	fs.IntVar(&c.maxConnsPerIP, "max-connections-per-ip", envInt("QA_MAX_CONNECTIONS_PER_IP", 10), "open connections allowed per client address (env QA_MAX_CONNECTIONS_PER_IP)")
+	fs.IntVar(&c.maxQPerMin, "max-questions-per-minute", envInt("QA_MAX_QUESTIONS_PER_MINUTE", 5), "questions per session in any 60 s window (env QA_MAX_QUESTIONS_PER_MINUTE)")
+	fs.IntVar(&c.maxQPerMinPerIP, "max-questions-per-minute-per-ip", envInt("QA_MAX_QUESTIONS_PER_MINUTE_PER_IP", 60), "questions per client address in any 60 s window (env QA_MAX_QUESTIONS_PER_MINUTE_PER_IP)")
+	fs.StringVar(&c.secret, "secret", envStr("QA_SECRET", ""), "secret that signs resume tokens; random per start when empty (env QA_SECRET)")
+	fs.DurationVar(&c.answerDelay, "answer-delay", envDur("QA_ANSWER_DELAY", 0), "pause before each streamed answer chunk, to mimic a slow model (env QA_ANSWER_DELAY)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("QA_SHUTDOWN_TIMEOUT", 10*time.Second), "how long answers in flight may finish on shutdown (env QA_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&c.logLevel, "log-level", envStr("QA_LOG_LEVEL", "info"), "debug, info, warn or error (env QA_LOG_LEVEL)")
+	fs.StringVar(&c.trustedProxyList, "trusted-proxies", envStr("QA_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For is believed (env QA_TRUSTED_PROXIES)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+func run(args []string, getenv func(string) string) error {
+	cfg, err := parseConfig(args, getenv)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	srv, handler, err := newService(cfg, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- httpServer.Serve(ln) }()
+	logger.Info("qa-server listening", "addr", "http://"+ln.Addr().String()+"/")
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	closeErr := srv.Close(sctx)
+	_ = httpServer.Shutdown(sctx)
+	if closeErr != nil && !errors.Is(closeErr, context.DeadlineExceeded) {
+		return closeErr
+	}
+	return nil
+}
+
+// service is what newService builds: the library's Server and the
+// Socket.IO server it is registered on.
+type service struct {
+	qa   *socketio.Server
+	io   *socket.Server
+	auth *socketio.Auth // passed to Register, so closed here
+}
+
+// Close stops the Q&A service, then the Socket.IO server.
+func (s *service) Close(ctx context.Context) error {
+	err := s.qa.Close(ctx)
+	s.io.Close(nil)
+	return errors.Join(err, s.auth.Close())
+}
+
+// newService builds the Socket.IO server, registers the Q&A service on it
+// and returns the HTTP handler serving the endpoint and the web page.
+func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error) {
+	kb, err := demokb.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	var proxies []string
+	for _, p := range strings.Split(cfg.trustedProxyList, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			proxies = append(proxies, p)
+		}
+	}
+	auth, err := socketio.NewAuth(socketio.AuthOptions{
+		MaxConnectionsPerIP:        cfg.maxConnsPerIP,
+		MaxQuestionsPerMinute:      cfg.maxQPerMin,
+		MaxQuestionsPerMinutePerIP: cfg.maxQPerMinPerIP,
+		TrustedProxies:             proxies,
+		Logger:                     logger,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	io := socket.NewServer(nil, nil)
+	qa, err := socketio.Register(io, socketio.Options{
+		Auth:          auth,
+		KnowledgeBase: kb,
+		Answerer:      kb.Answerer(socketio.KBAnswererOptions{ChunkDelay: cfg.answerDelay}),
+		Secret:        []byte(cfg.secret),
+		Logger:        logger,
+	})
+	if err != nil {
+		auth.Close()
+		return nil, nil, err
+	}
+	svc := &service{qa: qa, io: io, auth: auth}
+
+	static, err := fs.Sub(webFS, "web")
+	if err != nil {
+		return nil, nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", qa.Handler())
+	mux.Handle("/static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, static, "index.html")
+	})
+	return svc, mux, nil
+}

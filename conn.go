@@ -1,0 +1,424 @@
+package socketio
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zishang520/socket.io/v2/socket"
+
+	"github.com/qaplatform/socketio/internal/seqparser"
+)
+
+// conn is the service's state for one connected socket.
+type conn struct {
+	srv    *Server
+	sock   *socket.Socket
+	caller Caller
+	owner  string
+	ctx    context.Context // cancelled when the socket goes away
+	cancel context.CancelFunc
+	seq    *seqparser.Sequencer
+
+	resumed     bool
+	resumeToken string
+	token       string
+	header      http.Header
+
+	// afterReply, set by a request handler, runs once its reply is sent.
+	// Only the goroutine running the socket's requests touches it.
+	afterReply func()
+	umu        sync.Mutex // serialises untagged events (see onEvent)
+
+	wmu      sync.Mutex // serialises writes to the socket
+	released atomic.Bool
+	gone     atomic.Bool
+}
+
+// admit is the namespace middleware that decides on a connection. It runs
+// the work in its own goroutine so that a slow check (a token verifier, a
+// storage round trip) never holds the connection's read loop.
+func (s *Server) admit(sock *socket.Socket, next func(*socket.ExtendedError)) {
+	if s.closed.Load() {
+		next(refusal(ErrUnavailable))
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			if v := recover(); v != nil {
+				s.logger.Error("socketio: panic admitting a connection", "panic", v)
+				s.auth.ReleaseConnection(context.WithoutCancel(s.ctx), string(sock.Id()))
+				next(refusal(ErrInternal))
+			}
+		}()
+		c, err := s.newConn(sock)
+		if err != nil {
+			s.auth.ReleaseConnection(context.WithoutCancel(s.ctx), string(sock.Id()))
+			if !refusalCounted(err) {
+				s.auth.countRefusal(toWireError(err, CodeRejected).Code)
+			}
+			next(refusal(err))
+			return
+		}
+		// The engine connection's close is certain to come, even when v2
+		// drops the socket between admission and "connection".
+		sock.Conn().Once("close", func(...any) { c.close("transport close") })
+		next(nil)
+	}()
+}
+
+// refusal renders err as the CONNECT_ERROR a client receives.
+func refusal(err error) *socket.ExtendedError {
+	e := toWireError(err, CodeRejected)
+	return socket.NewExtendedError(string(e.Code), e.wire())
+}
+
+// newConn runs the connect hooks and resolves the session.
+func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
+	hs := sock.Handshake()
+	var token, resume string
+	if m, ok := hs.Auth.(map[string]any); ok {
+		token, _ = m["token"].(string)
+		resume, _ = m["resume"].(string)
+	}
+	addr := ""
+	if req := sock.Request(); req != nil && req.Request() != nil {
+		addr = s.auth.ClientAddress(req.Request())
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &conn{
+		srv:    s,
+		sock:   sock,
+		ctx:    ctx,
+		cancel: cancel,
+		seq:    seqparser.NewSequencer(s.opts.MaxPendingEvents),
+		token:  token,
+		header: http.Header(hs.Headers),
+		caller: Caller{SocketID: string(sock.Id()), Address: addr},
+	}
+	ev := &ConnectEvent{Caller: c.caller, Token: token, Header: hs.Headers}
+	if err := s.hooks.runBefore(beforeConnect, func(h Hook) error {
+		return h.(BeforeConnectHook).BeforeConnect(ctx, ev)
+	}); err != nil {
+		cancel()
+		return nil, err
+	}
+	c.caller.UserID = ev.UserID
+
+	sess, resumed, err := s.resolveSession(ctx, resume, c.caller)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c.caller.SessionID = sess.ID
+	c.owner = sess.Owner()
+	c.resumed = resumed
+	c.resumeToken = s.tokens.sign(sess.ID)
+
+	s.mu.Lock()
+	s.sockets[c.caller.SocketID] = c
+	set := s.sessions[sess.ID]
+	if set == nil {
+		set = map[*conn]struct{}{}
+		s.sessions[sess.ID] = set
+	}
+	set[c] = struct{}{}
+	s.mu.Unlock()
+	return c, nil
+}
+
+// resolveSession restores the session named by a valid resume token, or
+// starts a new one. A token that does not verify, names an unknown session,
+// or a session of another user, is not an error: a new session is issued.
+func (s *Server) resolveSession(ctx context.Context, resume string, caller Caller) (Session, bool, error) {
+	now := time.Now().UTC()
+	sctx, cancel := s.storageCtx()
+	defer cancel()
+	if id, ok := s.tokens.verify(resume); ok {
+		sess, err := s.storage.Session(sctx, id)
+		switch {
+		case err == nil && sess.UserID == caller.UserID:
+			sess.LastSeen = now
+			sess.Address = caller.Address
+			if err := s.storage.SaveSession(sctx, sess); err != nil {
+				return Session{}, false, storageErr(err)
+			}
+			return sess, true, nil
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return Session{}, false, storageErr(err)
+		}
+	}
+	sess := Session{ID: newID("s_"), UserID: caller.UserID, Address: caller.Address, CreatedAt: now, LastSeen: now}
+	if err := s.storage.SaveSession(sctx, sess); err != nil {
+		return Session{}, false, storageErr(err)
+	}
+	return sess, false, nil
+}
+
+// onConnection runs when v2 has connected an admitted socket.
+func (s *Server) onConnection(args ...any) {
+	sock, ok := args[0].(*socket.Socket)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	c := s.sockets[string(sock.Id())]
+	s.mu.Unlock()
+	if c == nil {
+		// Admitted by another Server's middleware on the same namespace
+		// cannot happen (Register refuses it); a socket we do not know is
+		// dropped.
+		sock.Disconnect(true)
+		return
+	}
+	sock.OnAny(c.onEvent)
+	if err := sock.On("disconnect", func(args ...any) {
+		reason := ""
+		if len(args) > 0 {
+			reason, _ = args[0].(string)
+		}
+		c.close(reason)
+	}); err != nil {
+		s.logger.Error("socketio: cannot listen for disconnect", "err", err)
+	}
+	connected := map[string]any{
+		"session_id":   c.caller.SessionID,
+		"resume_token": c.resumeToken,
+		"resumed":      c.resumed,
+		"server_time":  formatTime(time.Now()),
+		"limits":       s.limitsPayload(),
+	}
+	if c.caller.UserID != "" {
+		connected["user_id"] = c.caller.UserID
+	}
+	c.push("connected", connected)
+	ev := &ConnectEvent{Caller: c.caller, Token: c.token, Resumed: c.resumed, Header: c.header}
+	s.hooks.runAfter(afterConnect, func(h Hook) { h.(AfterConnectHook).AfterConnect(c.ctx, ev) })
+	c.seq.Release()
+}
+
+func (s *Server) limitsPayload() map[string]any {
+	o := s.auth.Options()
+	return map[string]any{
+		"max_questions_per_minute":        o.MaxQuestionsPerMinute,
+		"max_questions_per_minute_per_ip": o.MaxQuestionsPerMinutePerIP,
+		"max_question_length":             o.MaxQuestionLength,
+	}
+}
+
+// close forgets the socket. It runs once, whichever of v2's disconnect or
+// the engine connection's close comes first.
+func (c *conn) close(reason string) {
+	if c.gone.Swap(true) {
+		return
+	}
+	s := c.srv
+	c.seq.Close()
+	s.mu.Lock()
+	delete(s.sockets, c.caller.SocketID)
+	if set := s.sessions[c.caller.SessionID]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(s.sessions, c.caller.SessionID)
+		}
+	}
+	s.mu.Unlock()
+	ctx := context.WithoutCancel(c.ctx)
+	s.auth.ReleaseConnection(ctx, c.caller.SocketID)
+	ev := &DisconnectEvent{Caller: c.caller, Reason: reason}
+	s.hooks.runAfter(beforeDisconnect, func(h Hook) { h.(BeforeDisconnectHook).BeforeDisconnect(ctx, ev) })
+	c.cancel()
+	s.hooks.runAfter(afterDisconnect, func(h Hook) { h.(AfterDisconnectHook).AfterDisconnect(ctx, ev) })
+}
+
+// onEvent receives every event of the socket, from v2's per-event
+// goroutines, and hands it to the sequencer so events run in the order the
+// client sent them.
+func (c *conn) onEvent(args ...any) {
+	defer c.recoverPanic("event")
+	if len(args) == 0 {
+		return
+	}
+	name, _ := args[0].(string)
+	args = args[1:]
+	var ack socket.Ack
+	if n := len(args); n > 0 {
+		if fn, ok := args[n-1].(socket.Ack); ok {
+			ack = fn
+			args = args[:n-1]
+		}
+	}
+	n := len(args)
+	var seq seqparser.Seq
+	tagged := false
+	if n > 0 {
+		seq, tagged = args[n-1].(seqparser.Seq)
+	}
+	if !tagged {
+		// The client's connection started before Register installed the
+		// ordering parser: events are still run one at a time.
+		c.umu.Lock()
+		defer c.umu.Unlock()
+		c.handle(name, args, ack)
+		return
+	}
+	args = args[:n-1]
+	if !c.seq.Submit(seq, func() { c.handle(name, args, ack) }) && !c.gone.Load() {
+		c.srv.logger.Warn("socketio: too many pending events, disconnecting", "socket", c.caller.SocketID)
+		c.sock.Disconnect(true)
+	}
+}
+
+// handle runs one request, recovering any panic.
+func (c *conn) handle(name string, args []any, ack socket.Ack) {
+	defer c.recoverPanic(name)
+	if c.gone.Load() {
+		return
+	}
+	h, known := requestHandlers[name]
+	if !known {
+		if ack != nil {
+			ack([]any{failure(ErrUnknownEvent)}, nil)
+		}
+		return
+	}
+	var reply map[string]any
+	var err error
+	if c.srv.closed.Load() {
+		err = ErrUnavailable
+	} else {
+		var p payload
+		p, err = parsePayload(args, h.shorthand)
+		if err == nil {
+			reply, err = h.fn(c, p)
+		}
+	}
+	c.reply(name, h.replyEvent, ack, reply, err)
+	if f := c.afterReply; f != nil {
+		c.afterReply = nil
+		if err == nil {
+			f()
+		}
+	}
+}
+
+// reply answers a request: through its ack when it has one, otherwise with
+// the reply event or an "error" event.
+func (c *conn) reply(event, replyEvent string, ack socket.Ack, reply map[string]any, err error) {
+	if err != nil {
+		we := toWireError(err, CodeInternal)
+		if we.Code == CodeInternal {
+			c.srv.logger.Error("socketio: request failed", "event", event, "socket", c.caller.SocketID, "err", err)
+		}
+		if ack != nil {
+			c.writeAck(ack, map[string]any{"ok": false, "error": we.wire()})
+			return
+		}
+		m := we.wire()
+		m["event"] = event
+		c.push("error", m)
+		return
+	}
+	reply["ok"] = true
+	if ack != nil {
+		c.writeAck(ack, reply)
+		return
+	}
+	c.push(replyEvent, reply)
+}
+
+func failure(err error) map[string]any {
+	return map[string]any{"ok": false, "error": toWireError(err, CodeInternal).wire()}
+}
+
+func (c *conn) writeAck(ack socket.Ack, v map[string]any) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	ack([]any{v}, nil)
+}
+
+// push emits an event to this socket. Writes are serialised per socket, so
+// that pushes from answer workers and replies never interleave.
+func (c *conn) push(event string, v map[string]any) {
+	if c.gone.Load() {
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.sock.Emit(event, v); err != nil {
+		c.srv.logger.Debug("socketio: emit failed", "event", event, "err", err)
+	}
+}
+
+func (c *conn) recoverPanic(what string) {
+	if v := recover(); v != nil {
+		c.srv.logger.Error("socketio: panic handling an event", "event", what, "socket", c.caller.SocketID, "panic", v)
+	}
+}
+
+// rooms returns the rooms the socket joined, without its own id room.
+func (c *conn) rooms() []string {
+	var out []string
+	for _, r := range c.sock.Rooms().Keys() {
+		if string(r) != c.caller.SocketID {
+			out = append(out, string(r))
+		}
+	}
+	return out
+}
+
+func (c *conn) inRoom(room string) bool {
+	return c.sock.Rooms().Has(socket.Room(room))
+}
+
+// roomMembers returns the local sockets in room.
+func (s *Server) roomMembers(room string) []*conn {
+	ids, ok := s.nsp.Adapter().Rooms().Load(socket.Room(room))
+	if !ok {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*conn
+	for _, id := range ids.Keys() {
+		if c := s.sockets[string(id)]; c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// roomSize is the number of sockets in room.
+func (s *Server) roomSize(room string) int {
+	ids, ok := s.nsp.Adapter().Rooms().Load(socket.Room(room))
+	if !ok {
+		return 0
+	}
+	return ids.Len()
+}
+
+// isSocketID reports whether name is the id of a connected socket.
+func (s *Server) isSocketID(name string) bool {
+	_, ok := s.nsp.Sockets().Load(socket.SocketId(name))
+	return ok
+}
+
+// sessionConns returns the local sockets of a session.
+func (s *Server) sessionConns(sessionID string) []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	set := s.sessions[sessionID]
+	out := make([]*conn, 0, len(set))
+	for c := range set {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (c *conn) join(room string)  { c.sock.Join(socket.Room(room)) }
+func (c *conn) leave(room string) { c.sock.Leave(socket.Room(room)) }

@@ -1,0 +1,270 @@
+// Package seqparser wraps the Socket.IO packet parser of
+// github.com/zishang520/socket.io/v2 to shield the server from two of its
+// defects:
+//
+//   - v2.5.0 handles each incoming event in its own goroutine, so one
+//     client's events reach listeners out of order. The per-connection
+//     decoder still sees packets in arrival order, so this decoder appends a
+//     Seq (a type no client can forge) to every event of a tracked namespace;
+//     listeners restore the order with a Sequencer.
+//   - Some malformed frames panic inside the parser or later inside the
+//     server (an event or ack frame without a payload). This decoder
+//     recovers panics and refuses such frames with an error, which makes
+//     the server close only the offending connection.
+//
+// It also rewrites JSON escapes of lone UTF-16 surrogates (which Go's JSON
+// decoder would silently turn into U+FFFD) into \u0000, so that text
+// validation can reject them.
+package seqparser
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/zishang520/engine.io/v2/events"
+	"github.com/zishang520/engine.io/v2/types"
+	"github.com/zishang520/socket.io-go-parser/v2/parser"
+)
+
+// Seq is the arrival number of an event on one connection and namespace,
+// counted from 0 at the namespace's CONNECT packet.
+type Seq uint64
+
+// Parser is a parser.Parser whose decoders tag events of tracked namespaces.
+// It is safe for concurrent use.
+type Parser struct {
+	inner   parser.Parser
+	tracked atomic.Pointer[map[string]struct{}]
+	mu      sync.Mutex // serialises Track/Untrack
+
+	// Malformed counts frames refused as malformed (including recovered
+	// panics).
+	Malformed atomic.Uint64
+	// Panics counts panics recovered while decoding.
+	Panics atomic.Uint64
+}
+
+// New returns a Parser around inner (the default parser when nil).
+func New(inner parser.Parser) *Parser {
+	if inner == nil {
+		inner = parser.NewParser()
+	}
+	p := &Parser{inner: inner}
+	p.tracked.Store(&map[string]struct{}{})
+	return p
+}
+
+// Track makes decoders tag events of namespace nsp. It reports false when
+// nsp was already tracked.
+func (p *Parser) Track(nsp string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.tracked.Load()
+	if _, ok := old[nsp]; ok {
+		return false
+	}
+	next := make(map[string]struct{}, len(old)+1)
+	for k := range old {
+		next[k] = struct{}{}
+	}
+	next[nsp] = struct{}{}
+	p.tracked.Store(&next)
+	return true
+}
+
+// Untrack stops tagging events of nsp.
+func (p *Parser) Untrack(nsp string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.tracked.Load()
+	next := make(map[string]struct{}, len(old))
+	for k := range old {
+		if k != nsp {
+			next[k] = struct{}{}
+		}
+	}
+	p.tracked.Store(&next)
+}
+
+func (p *Parser) isTracked(nsp string) bool {
+	_, ok := (*p.tracked.Load())[nsp]
+	return ok
+}
+
+// NewEncoder returns the inner parser's encoder.
+func (p *Parser) NewEncoder() parser.Encoder { return p.inner.NewEncoder() }
+
+// NewDecoder returns a decoder for one connection.
+func (p *Parser) NewDecoder() parser.Decoder {
+	d := &decoder{
+		EventEmitter: events.New(),
+		parser:       p,
+		inner:        p.inner.NewDecoder(),
+		seq:          map[string]Seq{},
+	}
+	d.inner.On("decoded", d.ondecoded)
+	return d
+}
+
+// decoder is used by one connection's read loop: Add is never called
+// concurrently for one decoder.
+type decoder struct {
+	events.EventEmitter
+	parser *Parser
+	inner  parser.Decoder
+	seq    map[string]Seq
+	bad    error // set by ondecoded when a decoded packet is refused
+}
+
+// ErrMalformed is returned for frames this decoder refuses.
+var ErrMalformed = errors.New("seqparser: malformed packet")
+
+func (d *decoder) Add(data any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.parser.Panics.Add(1)
+			err = fmt.Errorf("%w: panic while decoding: %v", ErrMalformed, r)
+		}
+		if err != nil {
+			d.parser.Malformed.Add(1)
+		}
+	}()
+	switch s := data.(type) {
+	case string:
+		data = RewriteLoneSurrogates(s)
+	case *types.StringBuffer:
+		if t := s.String(); hasSurrogateEscape(t) {
+			data = RewriteLoneSurrogates(t)
+		}
+	}
+	d.bad = nil
+	if err := d.inner.Add(data); err != nil {
+		return err
+	}
+	if d.bad != nil {
+		return d.bad
+	}
+	return nil
+}
+
+func (d *decoder) Destroy() { d.inner.Destroy() }
+
+// ondecoded validates a packet the inner decoder produced, tags it, and
+// hands it on to the server's client.
+func (d *decoder) ondecoded(args ...any) {
+	if len(args) == 0 {
+		return
+	}
+	p, ok := args[0].(*parser.Packet)
+	if !ok || p == nil {
+		d.bad = fmt.Errorf("%w: no packet", ErrMalformed)
+		return
+	}
+	switch p.Type {
+	case parser.EVENT, parser.BINARY_EVENT:
+		data, ok := p.Data.([]any)
+		if !ok || len(data) == 0 {
+			d.bad = fmt.Errorf("%w: event without payload", ErrMalformed)
+			return
+		}
+		if _, ok := data[0].(string); !ok {
+			d.bad = fmt.Errorf("%w: event name is not a string", ErrMalformed)
+			return
+		}
+		if d.parser.isTracked(p.Nsp) {
+			n := d.seq[p.Nsp]
+			d.seq[p.Nsp] = n + 1
+			p.Data = append(data, n)
+		}
+	case parser.ACK, parser.BINARY_ACK:
+		if _, ok := p.Data.([]any); !ok {
+			d.bad = fmt.Errorf("%w: ack without payload", ErrMalformed)
+			return
+		}
+	case parser.CONNECT:
+		delete(d.seq, p.Nsp)
+	}
+	d.Emit("decoded", p)
+}
+
+// hasSurrogateEscape is a fast pre-check for RewriteLoneSurrogates.
+func hasSurrogateEscape(s string) bool {
+	for i := 0; ; {
+		j := strings.Index(s[i:], `\u`)
+		if j < 0 {
+			return false
+		}
+		i += j + 2
+		if i < len(s) && (s[i] == 'd' || s[i] == 'D') {
+			return true
+		}
+	}
+}
+
+// RewriteLoneSurrogates replaces each JSON escape of a lone UTF-16
+// surrogate (\uD800–\uDFFF not forming a valid pair) with \u0000, leaving
+// valid pairs and everything else untouched. A JSON string holding a lone
+// surrogate is not valid text, and Go's decoder would otherwise hide it as
+// U+FFFD.
+func RewriteLoneSurrogates(s string) string {
+	if !hasSurrogateEscape(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '\\' || i+1 >= len(s) {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		if s[i+1] != 'u' {
+			// Any other escape (including \\) is copied whole, so that
+			// an escaped backslash followed by "u" is not misread.
+			b.WriteString(s[i : i+2])
+			i += 2
+			continue
+		}
+		hi, ok := hex4(s, i+2)
+		if !ok || hi < 0xD800 || hi > 0xDFFF {
+			b.WriteString(s[i : i+2])
+			i += 2
+			continue
+		}
+		if hi <= 0xDBFF && i+12 <= len(s) && s[i+6] == '\\' && s[i+7] == 'u' {
+			if lo, ok := hex4(s, i+8); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+				b.WriteString(s[i : i+12])
+				i += 12
+				continue
+			}
+		}
+		b.WriteString(`\u0000`)
+		i += 6
+	}
+	return b.String()
+}
+
+func hex4(s string, at int) (rune, bool) {
+	if at+4 > len(s) {
+		return 0, false
+	}
+	var v rune
+	for _, c := range []byte(s[at : at+4]) {
+		v <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			v |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			v |= rune(c-'a') + 10
+		case c >= 'A' && c <= 'F':
+			v |= rune(c-'A') + 10
+		default:
+			return 0, false
+		}
+	}
+	return v, true
+}

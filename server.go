@@ -1,0 +1,281 @@
+package socketio
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zishang520/socket.io/v2/socket"
+
+	"github.com/qaplatform/socketio/internal/seqparser"
+)
+
+// Options configures Register. The zero value means the defaults.
+type Options struct {
+	// Namespace is the Socket.IO namespace to serve. default: "/"
+	Namespace string
+	// Storage keeps sessions, tasks and history. default: a MemoryStorage
+	// that the Server owns and closes.
+	Storage Storage
+	// Auth holds the limits and access rules. default: NewAuth(AuthOptions{}),
+	// owned and closed by the Server.
+	Auth *Auth
+	// KnowledgeBase, when set, provides the default Answerer and Suggester.
+	KnowledgeBase *KnowledgeBase
+	// Answerer answers questions. default: KnowledgeBase.Answerer (or, with
+	// no knowledge base, an answerer that says it has no answer).
+	Answerer Answerer
+	// Suggester serves get_suggestions. default: NewSuggester over the
+	// knowledge base and the storage's popular questions.
+	Suggester Suggester
+	// Workers is how many answers run at once. default: 16
+	Workers int
+	// QueueSize is how many accepted questions may wait for a worker; when
+	// it is full, ask_question answers "unavailable". default: 1024
+	QueueSize int
+	// AnswerTimeout bounds one answer; past it the task fails with
+	// "timeout". default: 2m
+	AnswerTimeout time.Duration
+	// StorageTimeout bounds each storage call made on behalf of a request.
+	// default: 5s
+	StorageTimeout time.Duration
+	// MaxOpenTasks is how many unfinished tasks a session may have.
+	// default: 3
+	MaxOpenTasks int
+	// MaxPendingEvents is how many events of one socket may wait for an
+	// earlier one; a client that sends more is disconnected. default: 256
+	MaxPendingEvents int
+	// Secret signs resume tokens. Sockets can only resume sessions on
+	// servers that share it. default: 32 random bytes per Register call
+	Secret []byte
+	// Logger receives the library's logs. default: slog.Default()
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Namespace == "" {
+		o.Namespace = "/"
+	}
+	if o.Workers <= 0 {
+		o.Workers = 16
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = 1024
+	}
+	if o.AnswerTimeout <= 0 {
+		o.AnswerTimeout = 2 * time.Minute
+	}
+	if o.StorageTimeout <= 0 {
+		o.StorageTimeout = 5 * time.Second
+	}
+	if o.MaxOpenTasks <= 0 {
+		o.MaxOpenTasks = 3
+	}
+	if o.MaxPendingEvents <= 0 {
+		o.MaxPendingEvents = 256
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Server is the Q&A service registered on one namespace of a Socket.IO
+// server. It is created by Register.
+//
+// Concurrency: all methods are safe for concurrent use.
+type Server struct {
+	opts      Options
+	sio       *socket.Server
+	nsp       socket.Namespace
+	parser    *seqparser.Parser
+	hooks     *HookManager
+	auth      *Auth
+	storage   Storage
+	answerer  Answerer
+	suggester Suggester
+	logger    *slog.Logger
+	tokens    resumeSigner
+	tasks     *taskRunner
+
+	ownStorage io.Closer
+	ownAuth    bool
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	closed atomic.Bool
+	wg     sync.WaitGroup // connect middlewares in flight
+
+	mu        sync.Mutex
+	sockets   map[string]*conn              // by socket id
+	sessions  map[string]map[*conn]struct{} // by session id
+	handler   http.Handler
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Register wires the Q&A events of PROTOCOL.md onto sio and returns the
+// Server through which hooks, auth and storage are reached. Register the
+// service once per namespace: a second Register on the same namespace of
+// the same sio is an error. Serve the endpoint with Server.Handler (rather
+// than sio.ServeHandler) to get the HTTP-level protections. Close the Server
+// to stop its goroutines; Close does not close sio.
+func Register(sio *socket.Server, opts Options) (*Server, error) {
+	if sio == nil {
+		return nil, errors.New("socketio: Register: nil server")
+	}
+	opts = opts.withDefaults()
+	p, err := installParser(sio)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Track(opts.Namespace) {
+		return nil, fmt.Errorf("socketio: Register: namespace %q is already registered on this server", opts.Namespace)
+	}
+
+	s := &Server{
+		opts:     opts,
+		sio:      sio,
+		parser:   p,
+		logger:   opts.Logger,
+		sockets:  map[string]*conn{},
+		sessions: map[string]map[*conn]struct{}{},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	fail := func(err error) (*Server, error) {
+		p.Untrack(opts.Namespace)
+		s.cancel()
+		if s.ownAuth && s.auth != nil {
+			_ = s.auth.Close()
+		}
+		if s.ownStorage != nil {
+			_ = s.ownStorage.Close()
+		}
+		return nil, err
+	}
+
+	s.auth = opts.Auth
+	if s.auth == nil {
+		a, err := NewAuth(AuthOptions{Logger: opts.Logger})
+		if err != nil {
+			return fail(err)
+		}
+		s.auth, s.ownAuth = a, true
+	}
+	s.storage = opts.Storage
+	if s.storage == nil {
+		m := NewMemoryStorage(StorageOptions{})
+		s.storage, s.ownStorage = m, m
+	}
+	s.answerer = opts.Answerer
+	if s.answerer == nil {
+		kb := opts.KnowledgeBase
+		if kb == nil {
+			kb, _ = NewKnowledgeBase(nil)
+		}
+		s.answerer = kb.Answerer(KBAnswererOptions{})
+	}
+	s.suggester = opts.Suggester
+	if s.suggester == nil {
+		s.suggester = NewSuggester(opts.KnowledgeBase, s.storage.PopularQuestions)
+	}
+	secret := opts.Secret
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return fail(err)
+		}
+	}
+	s.tokens = resumeSigner{secret: secret}
+
+	s.hooks = NewHookManager(opts.Logger)
+	for _, h := range []Hook{
+		NewAuthHook(s.auth),
+		NewRateLimitHook(s.auth),
+		NewStorageHook(s.storage, opts.Logger),
+		NewMetricsHook(),
+	} {
+		if err := s.hooks.Register(h); err != nil {
+			return fail(err)
+		}
+	}
+	s.tasks = newTaskRunner(s)
+
+	s.nsp = sio.Of(opts.Namespace, nil)
+	s.nsp.Use(s.admit)
+	if err := s.nsp.On("connection", s.onConnection); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// Hooks returns the Server's hook manager, with the built-in hooks "auth"
+// (100), "rate_limit" (80), "storage" (60) and "metrics" (10) registered.
+func (s *Server) Hooks() *HookManager { return s.hooks }
+
+// Auth returns the Server's access rules and connection statistics.
+func (s *Server) Auth() *Auth { return s.auth }
+
+// Storage returns the Server's storage.
+func (s *Server) Storage() Storage { return s.storage }
+
+// Close stops the service gracefully: new connections and requests are
+// refused with "unavailable", answers in flight may finish until ctx is
+// done, then the rest are cancelled (and stored as cancelled). Close waits
+// for every goroutine the Server started, closes the storage and auth it
+// created itself, and returns ctx.Err() if ctx ended first. It does not
+// close the Socket.IO server. Calling Close again returns the first result.
+func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.closeErr = s.tasks.shutdown(ctx)
+		s.cancel()
+		s.wg.Wait()
+		s.mu.Lock()
+		conns := make([]*conn, 0, len(s.sockets))
+		for _, c := range s.sockets {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		for _, c := range conns {
+			c.seq.Close()
+		}
+		if s.ownAuth {
+			if err := s.auth.Close(); err != nil && s.closeErr == nil {
+				s.closeErr = err
+			}
+		}
+		if s.ownStorage != nil {
+			if err := s.ownStorage.Close(); err != nil && s.closeErr == nil {
+				s.closeErr = err
+			}
+		}
+	})
+	return s.closeErr
+}
+
+// storageCtx bounds a storage call made for a request or a task. It does
+// not inherit the caller's cancellation: a write the service decided to make
+// (a task's final status, say) is made even if the asker went away.
+func (s *Server) storageCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(s.ctx), s.opts.StorageTimeout)
+}
+
+// storageErr maps a storage failure to what the client is told.
+func storageErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}

@@ -1,0 +1,368 @@
+package socketio
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// taskRunner runs accepted questions on a bounded pool of workers and pushes
+// their progress to the clients that should see it.
+type taskRunner struct {
+	srv  *Server
+	jobs chan *taskRun
+	// slots counts accepted tasks not yet picked up by a worker plus those
+	// running; accept refuses with unavailable when it reaches capacity.
+	slots    atomic.Int64
+	capacity int64
+	workers  sync.WaitGroup
+
+	mu       sync.Mutex
+	running  map[string]*taskRun // by task id, from accept to finish
+	stopping bool                // shutdown began: accept refuses
+	stopped  bool                // jobs is closed
+	drained  chan struct{}       // closed when stopping and running is empty
+}
+
+// taskRun is one task on its way through the pool. Its mutex orders the
+// pushes of the task, so that nothing follows the final answer.
+type taskRun struct {
+	task   Task
+	caller Caller
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu    sync.Mutex
+	done  bool
+	chunk int
+	text  strings.Builder
+}
+
+var (
+	errTaskCancelled = errors.New("task cancelled")
+	errServerClosed  = errors.New("server closed")
+)
+
+func newTaskRunner(s *Server) *taskRunner {
+	r := &taskRunner{
+		srv:      s,
+		capacity: int64(s.opts.Workers + s.opts.QueueSize),
+		running:  map[string]*taskRun{},
+	}
+	r.jobs = make(chan *taskRun, r.capacity)
+	r.workers.Add(s.opts.Workers)
+	for range s.opts.Workers {
+		go r.work()
+	}
+	return r
+}
+
+func (r *taskRunner) work() {
+	defer r.workers.Done()
+	for run := range r.jobs {
+		r.slots.Add(-1)
+		r.execute(run)
+	}
+}
+
+// accept stores a new pending task for ev, holding a place in the queue.
+// It refuses with unavailable when the queue is full and too_many_tasks when
+// the session has too many unfinished tasks.
+func (r *taskRunner) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
+	r.mu.Lock()
+	stopping := r.stopping
+	r.mu.Unlock()
+	if stopping {
+		return nil, ErrUnavailable
+	}
+	if r.slots.Add(1) > r.capacity {
+		r.slots.Add(-1)
+		return nil, NewError(CodeUnavailable, "too many questions are waiting; try again shortly")
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	t := Task{
+		ID:        newID("t_"),
+		SessionID: c.caller.SessionID,
+		Owner:     c.owner,
+		Question:  ev.Question,
+		Context:   ev.Context,
+		Room:      ev.Room,
+		Stream:    ev.Stream,
+		Status:    TaskPending,
+		AskedAt:   now,
+		UpdatedAt: now,
+	}
+	ctx, cancel := r.srv.storageCtx()
+	err := r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
+	cancel()
+	if err != nil {
+		r.slots.Add(-1)
+		return nil, storageErr(err)
+	}
+	tctx, tcancel := context.WithCancelCause(r.srv.ctx)
+	run := &taskRun{task: t, caller: c.caller, ctx: tctx, cancel: tcancel}
+	r.mu.Lock()
+	r.running[t.ID] = run
+	r.mu.Unlock()
+	return run, nil
+}
+
+// start queues an accepted task. It never blocks: accept reserved the place.
+func (r *taskRunner) start(run *taskRun) {
+	r.mu.Lock()
+	if !r.stopped {
+		r.jobs <- run
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+	r.slots.Add(-1)
+	r.finish(run, r.endedBy(run))
+	r.forget(run)
+}
+
+// execute runs one task to its end.
+func (r *taskRunner) execute(run *taskRun) {
+	s := r.srv
+	defer func() {
+		if v := recover(); v != nil {
+			s.logger.Error("socketio: panic while answering", "task", run.task.ID, "panic", v)
+			r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: "the answer failed"}})
+		}
+		r.forget(run)
+	}()
+	if err := run.ctx.Err(); err != nil {
+		r.finish(run, r.endedBy(run))
+		return
+	}
+	now := time.Now().UTC()
+	sctx, cancel := s.storageCtx()
+	t, applied, err := s.storage.UpdateTask(sctx, run.task.ID, TaskUpdate{Status: TaskProcessing, At: now})
+	cancel()
+	if err != nil {
+		s.logger.Error("socketio: cannot start task", "task", run.task.ID, "err", err)
+		r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: "the answer could not be started"}})
+		return
+	}
+	if !applied {
+		return // cancelled while it waited; the canceller pushed the end
+	}
+	run.mu.Lock()
+	run.task = t
+	if !run.done {
+		r.pushStatus(run)
+	}
+	run.mu.Unlock()
+
+	ev := &AnswerEvent{Caller: run.caller, Task: t}
+	if err := s.hooks.runBefore(beforeAnswer, func(h Hook) error {
+		return h.(BeforeAnswerHook).BeforeAnswer(run.ctx, ev)
+	}); err != nil {
+		r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: toWireError(err, CodeAnswerFailed).Message}})
+		return
+	}
+
+	actx, acancel := context.WithTimeout(run.ctx, s.opts.AnswerTimeout)
+	defer acancel()
+	q := Question{
+		TaskID: t.ID, SessionID: t.SessionID, UserID: run.caller.UserID,
+		Text: t.Question, Context: t.Context, Room: t.Room, Stream: t.Stream,
+	}
+	var w ChunkWriter = discardChunks{}
+	if t.Stream {
+		w = &chunkWriter{r: r, run: run, ctx: actx}
+	}
+	ans, err := s.answerer.Answer(actx, q, w)
+	switch {
+	case err == nil && actx.Err() == nil:
+		run.mu.Lock()
+		if run.chunk > 0 {
+			ans.Text = run.text.String()
+		}
+		run.mu.Unlock()
+		r.finish(run, TaskUpdate{Status: TaskCompleted, Answer: ans.Text, Sources: ans.Sources})
+	case errors.Is(context.Cause(run.ctx), errTaskCancelled), errors.Is(context.Cause(run.ctx), errServerClosed):
+		r.finish(run, r.endedBy(run))
+	case errors.Is(actx.Err(), context.DeadlineExceeded):
+		r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeTimeout, Message: "the answer took too long"}})
+	default:
+		if run.ctx.Err() == nil {
+			s.logger.Warn("socketio: answerer failed", "task", t.ID, "err", err)
+		}
+		msg := "the answer failed"
+		var e *Error
+		if errors.As(err, &e) && e.Message != "" {
+			msg = e.Message
+		}
+		r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: msg}})
+	}
+}
+
+// endedBy is the final update of a task whose context was cancelled.
+func (r *taskRunner) endedBy(run *taskRun) TaskUpdate {
+	if errors.Is(context.Cause(run.ctx), errServerClosed) {
+		return TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "the server shut down"}}
+	}
+	return TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}}
+}
+
+// finish stores the final status; if it was applied (nobody finished the
+// task first), it pushes the final task_status then answer or
+// answer_error, and runs the after-answer hooks. It returns the task as
+// stored.
+func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
+	s := r.srv
+	u.At = time.Now().UTC()
+	sctx, cancel := s.storageCtx()
+	t, applied, err := s.storage.UpdateTask(sctx, run.task.ID, u)
+	cancel()
+	if err != nil {
+		s.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
+		return Task{}, storageErr(err)
+	}
+	if !applied {
+		return t, nil
+	}
+	run.mu.Lock()
+	run.done = true
+	run.task = t
+	r.pushStatus(run)
+	if t.Status == TaskCompleted {
+		m := map[string]any{
+			"task_id":     t.ID,
+			"question":    t.Question,
+			"answer":      t.Answer,
+			"status":      string(t.Status),
+			"asked_at":    formatTime(t.AskedAt),
+			"answered_at": formatTime(t.AnsweredAt),
+			"duration_ms": t.AnsweredAt.Sub(t.AskedAt).Milliseconds(),
+		}
+		if len(t.Sources) > 0 {
+			m["sources"] = t.Sources
+		}
+		r.pushTo(run, "answer", m)
+	} else if t.Error != nil {
+		r.pushTo(run, "answer_error", map[string]any{"task_id": t.ID, "code": string(t.Error.Code), "message": t.Error.Message})
+	}
+	run.mu.Unlock()
+	run.cancel(errTaskCancelled)
+	ev := &AnswerEvent{Caller: run.caller, Task: t}
+	s.hooks.runAfter(afterAnswer, func(h Hook) { h.(AfterAnswerHook).AfterAnswer(context.WithoutCancel(run.ctx), ev) })
+	return t, nil
+}
+
+// cancel ends an unfinished task as cancelled; it returns the task as it
+// stands afterwards (completed, if the answer won the race).
+func (r *taskRunner) cancel(t Task) (Task, error) {
+	r.mu.Lock()
+	run := r.running[t.ID]
+	r.mu.Unlock()
+	if run == nil {
+		// Not running here (a stale record): settle it in storage alone.
+		ctx, cancel := r.srv.storageCtx()
+		defer cancel()
+		nt, _, err := r.srv.storage.UpdateTask(ctx, t.ID, TaskUpdate{Status: TaskCancelled, At: time.Now().UTC(),
+			Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
+		return nt, storageErr(err)
+	}
+	nt, err := r.finish(run, TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
+	run.cancel(errTaskCancelled)
+	return nt, err
+}
+
+func (r *taskRunner) forget(run *taskRun) {
+	r.mu.Lock()
+	delete(r.running, run.task.ID)
+	if r.stopping && len(r.running) == 0 && r.drained != nil {
+		close(r.drained)
+		r.drained = nil
+	}
+	r.mu.Unlock()
+}
+
+// pushStatus sends task_status; the caller holds run.mu.
+func (r *taskRunner) pushStatus(run *taskRun) {
+	r.pushTo(run, "task_status", map[string]any{
+		"task_id":    run.task.ID,
+		"status":     string(run.task.Status),
+		"updated_at": formatTime(run.task.UpdatedAt),
+	})
+}
+
+// pushTo sends an event of the task to the room it was asked into, or to
+// every socket of the asking session.
+func (r *taskRunner) pushTo(run *taskRun, event string, v map[string]any) {
+	var targets []*conn
+	if run.task.Room != "" {
+		targets = r.srv.roomMembers(run.task.Room)
+	} else {
+		targets = r.srv.sessionConns(run.task.SessionID)
+	}
+	for _, c := range targets {
+		c.push(event, v)
+	}
+}
+
+// shutdown stops accepting, lets tasks finish until ctx is done, then
+// cancels the rest and waits for the workers.
+func (r *taskRunner) shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.stopping = true
+	done := make(chan struct{})
+	if len(r.running) == 0 {
+		close(done)
+	} else {
+		r.drained = done
+	}
+	r.mu.Unlock()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		r.mu.Lock()
+		for _, run := range r.running {
+			run.cancel(errServerClosed)
+		}
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	r.stopped = true
+	close(r.jobs)
+	r.mu.Unlock()
+	r.workers.Wait()
+	return err
+}
+
+// chunkWriter pushes answer_chunk events for a streaming task.
+type chunkWriter struct {
+	r   *taskRunner
+	run *taskRun
+	ctx context.Context
+}
+
+func (w *chunkWriter) WriteChunk(delta string) error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	if delta == "" {
+		return nil
+	}
+	run := w.run
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if run.done {
+		return errTaskCancelled
+	}
+	run.text.WriteString(delta)
+	w.r.pushTo(run, "answer_chunk", map[string]any{"task_id": run.task.ID, "seq": run.chunk, "delta": delta})
+	run.chunk++
+	return nil
+}
+
+type discardChunks struct{}
+
+func (discardChunks) WriteChunk(string) error { return nil }
