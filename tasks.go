@@ -110,8 +110,12 @@ func (r *taskRunner) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 	return run, nil
 }
 
-// start queues an accepted task. It never blocks: accept reserved the place.
+// start announces an accepted task as pending and queues it. It never
+// blocks: accept reserved the place.
 func (r *taskRunner) start(run *taskRun) {
+	run.mu.Lock()
+	r.pushStatus(run)
+	run.mu.Unlock()
 	r.mu.Lock()
 	if !r.stopped {
 		r.jobs <- run

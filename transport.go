@@ -4,12 +4,16 @@ package socketio
 // the rest of the package does not import it.
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
+	"net"
 	"net/http"
 	"reflect"
 	"sync"
 	"unsafe"
 
+	"github.com/gorilla/websocket"
 	"github.com/zishang520/socket.io-go-parser/v2/parser"
 	"github.com/zishang520/socket.io/v2/socket"
 
@@ -96,5 +100,82 @@ func (g *httpGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.maxBody)
 	}
-	g.next.ServeHTTP(w, r)
+	if r.URL.Query().Get("sid") != "" {
+		g.next.ServeHTTP(w, r)
+		return
+	}
+	// A handshake. v2.5.0 sends the open packet before the Socket.IO layer
+	// listens to the new connection, so a client's CONNECT that follows at
+	// once can be lost. Hold back what the client could answer to until the
+	// engine has announced the connection, which it does before the
+	// handshake's handler returns: a websocket is not read, and a polling
+	// handshake's response not sent, until then.
+	if websocket.IsWebSocketUpgrade(r) {
+		hw := &heldReader{ResponseWriter: w, open: make(chan struct{})}
+		defer close(hw.open)
+		g.next.ServeHTTP(hw, r)
+		return
+	}
+	bw := &bufferedResponse{header: w.Header()}
+	g.next.ServeHTTP(bw, r)
+	bw.flushTo(w)
+}
+
+// heldReader hands the websocket upgrade a connection whose reads wait
+// until open is closed.
+type heldReader struct {
+	http.ResponseWriter
+	open chan struct{}
+}
+
+func (h *heldReader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("socketio: response writer cannot be hijacked")
+	}
+	c, rw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &heldConn{Conn: c, open: h.open}, rw, nil
+}
+
+type heldConn struct {
+	net.Conn
+	open chan struct{}
+}
+
+func (c *heldConn) Read(p []byte) (int, error) {
+	<-c.open
+	return c.Conn.Read(p)
+}
+
+// bufferedResponse keeps a handshake's response until the handler returns.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+
+func (b *bufferedResponse) flushTo(w http.ResponseWriter) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	w.WriteHeader(b.status)
+	_, _ = w.Write(b.body.Bytes())
 }
