@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
+	"math"
 	"net"
 	"net/http"
 	"reflect"
@@ -14,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/gorilla/websocket"
+	"github.com/zishang520/engine.io/v2/types"
 	"github.com/zishang520/socket.io-go-parser/v2/parser"
 	"github.com/zishang520/socket.io/v2/socket"
 
@@ -54,9 +57,12 @@ const defaultMaxHTTPBody = 1_000_000
 // Handler returns the HTTP handler of the Socket.IO endpoint (mount it at
 // the server's path, "/socket.io/" by default). It is sio.ServeHandler with
 // protections v2.5.0 lacks: the polling transport's body limit is enforced
-// on the bytes actually read, not on the Content-Length the client claims,
-// and a panic while serving one request is recovered and logged. Every call
-// returns the same handler, backed by one engine.
+// on the bytes actually read, not on the Content-Length the client claims;
+// a handshake is held until the server listens to the new connection, so
+// a CONNECT sent at once is not lost; websocket broadcasts are not cut
+// short; and a panic while serving one request is recovered and logged.
+// Every call returns the same handler, backed by one engine, also when
+// called concurrently.
 func (s *Server) Handler() http.Handler {
 	seamMu.Lock()
 	defer seamMu.Unlock()
@@ -65,7 +71,14 @@ func (s *Server) Handler() http.Handler {
 	if s.handler != nil {
 		return s.handler
 	}
-	engine := s.sio.ServeHandler(nil)
+	// v2.5.0's websocket transport stops sending a batch after its first
+	// pre-encoded frame, losing broadcast deliveries under load. Frames are
+	// pre-encoded only when per-message deflate is off, so it is turned on
+	// with a threshold no message reaches: nothing is compressed, nothing is
+	// lost. Options the user set on sio take precedence.
+	opts := socket.DefaultServerOptions()
+	opts.SetPerMessageDeflate(&types.PerMessageDeflate{Threshold: math.MaxInt32})
+	engine := s.sio.ServeHandler(opts)
 	limit := int64(defaultMaxHTTPBody)
 	if eng := s.sio.Engine(); eng != nil {
 		if n := eng.Opts().MaxHttpBufferSize(); n > 0 {
@@ -93,12 +106,24 @@ func (g *httpGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "internal error", http.StatusInternalServerError)
 		}
 	}()
-	if r.Method == http.MethodPost && r.Body != nil {
+	if r.Method == http.MethodPost && r.Body != nil && r.Body != http.NoBody {
+		// Read the body here, up to the limit, so that what counts is the
+		// bytes sent, not the length the client declared.
 		if r.ContentLength > g.maxBody {
 			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, g.maxBody)
+		body, err := io.ReadAll(io.LimitReader(r.Body, g.maxBody+1))
+		if err != nil {
+			http.Error(w, "bad request body", http.StatusBadRequest)
+			return
+		}
+		if int64(len(body)) > g.maxBody {
+			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
 	}
 	if r.URL.Query().Get("sid") != "" {
 		g.next.ServeHTTP(w, r)
