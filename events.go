@@ -107,8 +107,9 @@ func (p payload) limit(key string, def, max int) (int, error) {
 	return int(f), nil
 }
 
-// validRoomName checks the room rules of PROTOCOL.md.
-func (s *Server) validRoomName(room string) error {
+// validRoomName checks the room rules of PROTOCOL.md; isSocketID reports
+// whether a name is taken by a connected socket.
+func validRoomName(room string, isSocketID func(string) bool) error {
 	if n := len(room); n < 1 || n > maxRoomLength {
 		return NewError(CodeInvalidRoom, "room must be 1 to %d characters", maxRoomLength)
 	}
@@ -118,7 +119,7 @@ func (s *Server) validRoomName(room string) error {
 			return NewError(CodeInvalidRoom, "room may hold only A-Z a-z 0-9 _ . : -")
 		}
 	}
-	if s.isSocketID(room) {
+	if isSocketID(room) {
 		return NewError(CodeInvalidRoom, "room name is taken")
 	}
 	return nil
@@ -153,7 +154,7 @@ func (c *conn) roomField(p payload) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return room, c.srv.validRoomName(room)
+	return room, validRoomName(room, c.srv.isSocketID)
 }
 
 func (c *conn) joinRoom(p payload) (map[string]any, error) {
@@ -192,47 +193,61 @@ func (c *conn) leaveRoom(p payload) (map[string]any, error) {
 	return map[string]any{"room": room}, nil
 }
 
-func (c *conn) askQuestion(p payload) (map[string]any, error) {
-	s := c.srv
-	// invalid_payload first: every field's type.
+// askRequest is a validated ask_question payload.
+type askRequest struct {
+	question, context, room string
+	stream                  bool
+}
+
+// parseAsk validates an ask_question payload in PROTOCOL.md's order: every
+// field's type (invalid_payload), then the room's and the texts' own codes.
+func parseAsk(p payload, limits AuthOptions, isSocketID func(string) bool) (askRequest, error) {
+	var r askRequest
 	question, _, err := p.string("question", true)
 	if err != nil {
-		return nil, err
+		return r, err
 	}
 	room, hasRoom, err := p.string("room", false)
 	if err != nil {
-		return nil, err
+		return r, err
 	}
 	qctx, _, err := p.string("context", false)
 	if err != nil {
-		return nil, err
+		return r, err
 	}
-	stream, err := p.bool("stream")
+	if r.stream, err = p.bool("stream"); err != nil {
+		return r, err
+	}
+	if hasRoom {
+		if err := validRoomName(room, isSocketID); err != nil {
+			return r, err
+		}
+	}
+	r.room = room
+	r.question = strings.TrimSpace(question)
+	if err := checkText(r.question, "question", limits.MaxQuestionLength); err != nil {
+		return r, err
+	}
+	r.context = strings.TrimSpace(qctx)
+	if r.context != "" {
+		if err := checkText(r.context, "context", limits.MaxContextLength); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func (c *conn) askQuestion(p payload) (map[string]any, error) {
+	s := c.srv
+	req, err := parseAsk(p, s.auth.Options(), s.isSocketID)
 	if err != nil {
 		return nil, err
 	}
-	// Then each value's own code.
-	if hasRoom {
-		if err := s.validRoomName(room); err != nil {
-			return nil, err
-		}
-	}
-	limits := s.auth.Options()
-	question = strings.TrimSpace(question)
-	if err := checkText(question, "question", limits.MaxQuestionLength); err != nil {
-		return nil, err
-	}
-	qctx = strings.TrimSpace(qctx)
-	if qctx != "" {
-		if err := checkText(qctx, "context", limits.MaxContextLength); err != nil {
-			return nil, err
-		}
-	}
 	// Then access, then the hooks (auth content rules, rate limit, …).
-	if hasRoom && !c.inRoom(room) {
+	if req.room != "" && !c.inRoom(req.room) {
 		return nil, NewError(CodeForbidden, "join the room before asking into it")
 	}
-	ev := &QuestionEvent{Caller: c.caller, Question: question, Context: qctx, Room: room, Stream: stream}
+	ev := &QuestionEvent{Caller: c.caller, Question: req.question, Context: req.context, Room: req.room, Stream: req.stream}
 	undo := func() {
 		for _, f := range ev.undo {
 			f()
