@@ -1,0 +1,568 @@
+package socketio_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zishang520/socket.io/v2/socket"
+
+	"github.com/qaplatform/socketio"
+)
+
+// This is the seed's register_socketio_events(app): register the Q&A events
+// on a Socket.IO server and serve it from an http.ServeMux.
+func ExampleRegister() {
+	kb, err := socketio.NewKnowledgeBase([]socketio.Entry{
+		{Question: "什么是流式回答？", Answer: "流式回答会把答案分成多个片段依次发送。"},
+	})
+	if err != nil {
+		panic(err)
+	}
+
+	io := socket.NewServer(nil, nil)
+	defer io.Close(nil)
+	qa, err := socketio.Register(io, socketio.Options{
+		KnowledgeBase: kb,
+		AnswerTimeout: 30 * time.Second,
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", qa.Handler()) // not io.ServeHandler: Handler adds protections
+	// http.ListenAndServe(":8080", mux)
+
+	for _, h := range qa.Hooks().HooksInfo() {
+		fmt.Println(h.Name, h.Priority)
+	}
+	// Output:
+	// auth 100
+	// rate_limit 80
+	// storage 60
+	// metrics 10
+}
+
+// CustomHook is the seed's CustomHook: it implements only the events it
+// cares about, here BeforeConnect and AfterConnect.
+type CustomHook struct{ socketio.BaseHook }
+
+// BeforeConnect runs before a connection is admitted; an error refuses it.
+func (h *CustomHook) BeforeConnect(ctx context.Context, e *socketio.ConnectEvent) error {
+	return nil
+}
+
+// AfterConnect runs once the client has its session.
+func (h *CustomHook) AfterConnect(ctx context.Context, e *socketio.ConnectEvent) {}
+
+// This is the seed's hook_manager.register_hook(CustomHook()): a user hook
+// at priority 50 runs after the built-in storage hook (60) and before the
+// metrics hook (10).
+func ExampleHookManager_Register() {
+	io := socket.NewServer(nil, nil)
+	defer io.Close(nil)
+	qa, err := socketio.Register(io, socketio.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	hooks := qa.Hooks()
+	if err := hooks.Register(&CustomHook{BaseHook: socketio.NewBaseHook("custom", 50)}); err != nil {
+		panic(err)
+	}
+	for _, h := range hooks.HooksInfo() {
+		fmt.Println(h.Priority, h.Name, h.Events)
+	}
+	// Output:
+	// 100 auth [before_connect before_join_room before_question before_history before_clear_history]
+	// 80 rate_limit [before_question]
+	// 60 storage [after_disconnect after_question]
+	// 50 custom [before_connect after_connect]
+	// 10 metrics [after_connect after_disconnect after_join_room after_leave_room after_question after_answer after_suggestions after_history after_clear_history]
+}
+
+// CustomAuthHook is the seed's CustomAuthHook: it admits only clients whose
+// handshake token is a JWT-like "header.payload.signature" signed with
+// HMAC-SHA256, and names the user from the payload's "sub". (For token
+// checks alone, AuthOptions.TokenVerifier does the same with less code.)
+type CustomAuthHook struct {
+	socketio.BaseHook
+	secret []byte
+}
+
+func (h *CustomAuthHook) BeforeConnect(ctx context.Context, e *socketio.ConnectEvent) error {
+	header, rest, _ := strings.Cut(e.Token, ".")
+	payload, sig, _ := strings.Cut(rest, ".")
+	mac := hmac.New(sha256.New, h.secret)
+	mac.Write([]byte(header + "." + payload))
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, mac.Sum(nil)) {
+		return socketio.ErrUnauthorized // the client's connect_error has code "unauthorized"
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	var claims struct {
+		Sub string `json:"sub"`
+	}
+	if err != nil || json.Unmarshal(raw, &claims) != nil || claims.Sub == "" {
+		return socketio.NewError(socketio.CodeUnauthorized, "token names no user")
+	}
+	e.UserID = claims.Sub // the session and its history belong to this user
+	return nil
+}
+
+// signDemoToken makes a token CustomAuthHook accepts.
+func signDemoToken(secret []byte, claims string) string {
+	enc := base64.RawURLEncoding
+	unsigned := enc.EncodeToString([]byte(`{"alg":"HS256"}`)) + "." + enc.EncodeToString([]byte(claims))
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(unsigned))
+	return unsigned + "." + enc.EncodeToString(mac.Sum(nil))
+}
+
+// A custom authentication hook (the seed's CustomAuthHook, priority 90)
+// runs after the built-in auth hook (100) and before rate limiting (80).
+// Returning an error refuses the connection.
+func ExampleHookManager_Register_customAuth() {
+	io := socket.NewServer(nil, nil)
+	defer io.Close(nil)
+	qa, err := socketio.Register(io, socketio.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	secret := []byte("demo secret")
+	hook := &CustomAuthHook{BaseHook: socketio.NewBaseHook("custom_auth", 90), secret: secret}
+	if err := qa.Hooks().Register(hook); err != nil {
+		panic(err)
+	}
+
+	// The library calls BeforeConnect for each connection attempt; here it
+	// is called directly to show the outcomes.
+	ctx := context.Background()
+	for _, token := range []string{signDemoToken(secret, `{"sub":"user123"}`), "forged.token.value", ""} {
+		e := &socketio.ConnectEvent{Token: token}
+		err := hook.BeforeConnect(ctx, e)
+		fmt.Printf("user=%q unauthorized=%v\n", e.UserID, errors.Is(err, socketio.ErrUnauthorized))
+	}
+	// Output:
+	// user="user123" unauthorized=false
+	// user="" unauthorized=true
+	// user="" unauthorized=true
+}
+
+// DatabaseStorageHook is the seed's DatabaseStorageHook: after each
+// connection it copies the session to another store. After-hooks cannot
+// refuse, so failures are logged.
+type DatabaseStorageHook struct {
+	socketio.BaseHook
+	db     socketio.Storage // stands in for your database
+	logger *slog.Logger
+}
+
+func (h *DatabaseStorageHook) AfterConnect(ctx context.Context, e *socketio.ConnectEvent) {
+	// ctx ends when the socket disconnects; finish the write regardless,
+	// but not forever.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	err := h.db.SaveSession(ctx, socketio.Session{
+		ID:        e.SessionID,
+		UserID:    e.UserID,
+		Address:   e.Address,
+		CreatedAt: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC), // time.Now() in real code
+	})
+	if err != nil {
+		h.logger.Warn("saving session to the database failed", "session", e.SessionID, "err", err)
+	}
+}
+
+// A custom storage backend hook (the seed's DatabaseStorageHook). Hook
+// names are unique and "storage" is the built-in hook's, so this one is
+// "database_storage"; at the same priority, 60, it runs after the built-in
+// because it was registered later.
+func ExampleHookManager_Register_databaseStorage() {
+	io := socket.NewServer(nil, nil)
+	defer io.Close(nil)
+	qa, err := socketio.Register(io, socketio.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	db := socketio.NewMemoryStorage(socketio.StorageOptions{})
+	defer db.Close()
+	hook := &DatabaseStorageHook{BaseHook: socketio.NewBaseHook("database_storage", 60), db: db, logger: slog.Default()}
+	if err := qa.Hooks().Register(hook); err != nil {
+		panic(err)
+	}
+	for _, h := range qa.Hooks().HooksInfo() {
+		fmt.Println(h.Priority, h.Name)
+	}
+
+	// What the library does after a client connects:
+	ctx := context.Background()
+	hook.AfterConnect(ctx, &socketio.ConnectEvent{Caller: socketio.Caller{
+		SocketID: "sock1", SessionID: "s_1", UserID: "user123", Address: "203.0.113.7",
+	}})
+	s, err := db.Session(ctx, "s_1")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(s.ID, s.UserID, s.Address, s.CreatedAt.Format(time.RFC3339))
+	// Output:
+	// 100 auth
+	// 80 rate_limit
+	// 60 storage
+	// 60 database_storage
+	// 10 metrics
+	// s_1 user123 203.0.113.7 2025-03-01T09:00:00Z
+}
+
+// QuestionMetricsHook is the seed's MetricsHook: it sends a metric for each
+// accepted question. It is safe for concurrent use, as hooks must be.
+type QuestionMetricsHook struct {
+	socketio.BaseHook
+	mu     sync.Mutex
+	byRoom map[string]int // stands in for your monitoring client
+}
+
+func (h *QuestionMetricsHook) AfterQuestion(ctx context.Context, e *socketio.QuestionEvent) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.byRoom[e.Room]++
+}
+
+// A monitoring hook (the seed's MetricsHook) at priority 10. "metrics" is
+// the built-in hook's name, so this one is "my_metrics". The built-in
+// MetricsHook already counts every event; read it with Snapshot.
+func ExampleHookManager_Register_metrics() {
+	io := socket.NewServer(nil, nil)
+	defer io.Close(nil)
+	qa, err := socketio.Register(io, socketio.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	hook := &QuestionMetricsHook{BaseHook: socketio.NewBaseHook("my_metrics", 10), byRoom: map[string]int{}}
+	if err := qa.Hooks().Register(hook); err != nil {
+		panic(err)
+	}
+
+	// What the library does after it accepts questions:
+	ctx := context.Background()
+	for _, room := range []string{"support", "support", "sales"} {
+		hook.AfterQuestion(ctx, &socketio.QuestionEvent{TaskID: "t", Question: "用户问题", Room: room})
+	}
+	fmt.Println(hook.byRoom["support"], hook.byRoom["sales"])
+
+	h, _ := qa.Hooks().Hook(socketio.MetricsHookName)
+	fmt.Println("questions seen by the built-in:", h.(*socketio.MetricsHook).Snapshot().Questions)
+	// Output:
+	// 2 1
+	// questions seen by the built-in: 0
+}
+
+// This is the seed's hook_manager.get_hooks_info() (HooksInfo): every hook
+// in the order it runs, with its events and call statistics.
+func ExampleHookManager_HooksInfo() {
+	io := socket.NewServer(nil, nil)
+	defer io.Close(nil)
+	qa, err := socketio.Register(io, socketio.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	for _, h := range qa.Hooks().HooksInfo() {
+		fmt.Printf("%-10s priority=%-3d enabled=%v calls=%d errors=%d panics=%d\n",
+			h.Name, h.Priority, h.Enabled, h.Calls, h.Errors, h.Panics)
+	}
+	// Output:
+	// auth       priority=100 enabled=true calls=0 errors=0 panics=0
+	// rate_limit priority=80  enabled=true calls=0 errors=0 panics=0
+	// storage    priority=60  enabled=true calls=0 errors=0 panics=0
+	// metrics    priority=10  enabled=true calls=0 errors=0 panics=0
+}
+
+// This is the seed's hook_manager.disable_hook('rate_limit') and
+// enable_hook('rate_limit') (DisableHook / EnableHook). A disabled hook
+// keeps its place and its counters; it is skipped until enabled again.
+func ExampleHookManager_Disable() {
+	io := socket.NewServer(nil, nil)
+	defer io.Close(nil)
+	qa, err := socketio.Register(io, socketio.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	hooks := qa.Hooks()
+	enabled := func(name string) bool {
+		for _, h := range hooks.HooksInfo() {
+			if h.Name == name {
+				return h.Enabled
+			}
+		}
+		return false
+	}
+
+	fmt.Println(hooks.Disable(socketio.RateLimitHookName), enabled("rate_limit"))
+	fmt.Println(hooks.Enable(socketio.RateLimitHookName), enabled("rate_limit"))
+	fmt.Println(hooks.Disable("no_such_hook"))
+	// Output:
+	// true false
+	// true true
+	// false
+}
+
+// This is the seed's SocketIOAuth configuration: connection and question
+// limits, block_ip (BlockIP) and get_connection_stats (ConnectionStats).
+// Pass the Auth to Register in Options.Auth; the caller then owns it and
+// closes it.
+func ExampleAuth() {
+	auth, err := socketio.NewAuth(socketio.AuthOptions{
+		MaxConnectionsPerIP:   10,
+		MaxQuestionsPerMinute: 5,
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer auth.Close()
+
+	ctx := context.Background()
+	if err := auth.BlockIP(ctx, "192.168.1.100", "违规行为", 0); err != nil { // 0: until UnblockIP
+		panic(err)
+	}
+	reason, blocked, err := auth.BlockedReason(ctx, "192.168.1.100")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(blocked, reason)
+
+	// A connection attempt from that address, as the built-in auth hook
+	// makes it, is refused with ip_blocked.
+	_, err = auth.CheckConnect(ctx, "sock1", "192.168.1.100", "")
+	fmt.Println(socketio.ErrorCode(err), err)
+
+	stats := auth.ConnectionStats()
+	fmt.Println("open connections:", stats.Total)
+	for _, b := range stats.Blocked {
+		fmt.Printf("blocked %s (%s), expires: %v\n", b.Addr, b.Reason, !b.Expires.IsZero())
+	}
+	fmt.Println("refused as ip_blocked:", stats.Refusals[socketio.CodeIPBlocked])
+	// Output:
+	// true 违规行为
+	// ip_blocked ip_blocked: address blocked: 违规行为
+	// open connections: 0
+	// blocked 192.168.1.100 (违规行为), expires: false
+	// refused as ip_blocked: 1
+}
+
+// AuthOptions.TokenVerifier is the short way to require a token: a missing
+// or rejected token refuses the connection with unauthorized, and the user
+// id it returns owns the session's history.
+func ExampleAuthOptions_tokenVerifier() {
+	auth, err := socketio.NewAuth(socketio.AuthOptions{
+		TokenVerifier: func(ctx context.Context, token string) (string, error) {
+			if token != "secret-token-of-user123" { // check a JWT here
+				return "", errors.New("bad token")
+			}
+			return "user123", nil
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer auth.Close()
+
+	ctx := context.Background()
+	user, err := auth.CheckConnect(ctx, "sock1", "203.0.113.7", "secret-token-of-user123")
+	fmt.Printf("%q %v\n", user, err)
+	_, err = auth.CheckConnect(ctx, "sock2", "203.0.113.7", "guess")
+	fmt.Println(errors.Is(err, socketio.ErrUnauthorized))
+	// Output:
+	// "user123" <nil>
+	// true
+}
+
+// This is the seed's SocketIOStorage use: store_session (StoreSession) is
+// SaveSession, get_session_history (SessionHistory) is History, and
+// store_task (StoreTask) is CreateTask followed by UpdateTask. Register
+// uses a MemoryStorage unless Options.Storage is set.
+func ExampleMemoryStorage() {
+	storage := socketio.NewMemoryStorage(socketio.StorageOptions{
+		SessionTTL: 24 * time.Hour,     // the seed's session_ttl
+		HistoryTTL: 7 * 24 * time.Hour, // the seed's history_ttl
+	})
+	defer storage.Close()
+	ctx := context.Background()
+	connectedAt := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC) // time.Now() in real code
+
+	// store_session
+	err := storage.SaveSession(ctx, socketio.Session{ID: "session_id", UserID: "user123", CreatedAt: connectedAt})
+	if err != nil {
+		panic(err)
+	}
+
+	// store_task: tasks belong to an owner, the user when there is one.
+	owner := socketio.OwnerOf("session_id", "user123")
+	err = storage.CreateTask(ctx, socketio.Task{
+		ID:        "task_id",
+		SessionID: "session_id",
+		Owner:     owner,
+		Question:  "用户问题",
+		AskedAt:   connectedAt.Add(time.Minute),
+	}, 3) // at most 3 unfinished tasks per session
+	if err != nil {
+		panic(err)
+	}
+	t, applied, err := storage.UpdateTask(ctx, "task_id", socketio.TaskUpdate{
+		Status: socketio.TaskProcessing,
+		At:     connectedAt.Add(time.Minute + time.Second),
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(t.Status, applied)
+
+	// get_session_history(limit=20)
+	history, hasMore, err := storage.History(ctx, owner, "", 20)
+	if err != nil {
+		panic(err)
+	}
+	for _, t := range history {
+		fmt.Println(t.ID, t.Question, t.Status, t.UpdatedAt.Format(time.RFC3339))
+	}
+	fmt.Println("more:", hasMore)
+
+	// Without a user, the session itself is the owner.
+	fmt.Println(owner, socketio.OwnerOf("session_id", ""))
+	// Output:
+	// processing true
+	// task_id 用户问题 processing 2025-03-01T09:01:01Z
+	// more: false
+	// u:user123 s:session_id
+}
+
+// A custom Answerer, for example one that calls a language model, is a
+// function wrapped in AnswererFunc and passed in Options.Answerer. When the
+// client asked for streaming, pieces written to chunks reach it as
+// answer_chunk events before the final answer.
+func ExampleAnswererFunc() {
+	answerer := socketio.AnswererFunc(func(ctx context.Context, q socketio.Question, chunks socketio.ChunkWriter) (socketio.Answer, error) {
+		text := "你问的是：" + q.Text
+		for _, piece := range []string{"你问的是：", q.Text} {
+			if err := chunks.WriteChunk(piece); err != nil {
+				return socketio.Answer{}, err // the task was cancelled or timed out
+			}
+		}
+		return socketio.Answer{Text: text, Sources: []string{"echo"}}, ctx.Err()
+	})
+
+	io := socket.NewServer(nil, nil)
+	defer io.Close(nil)
+	qa, err := socketio.Register(io, socketio.Options{Answerer: answerer})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	// What a worker does for a streamed question:
+	ans, err := answerer.Answer(context.Background(), socketio.Question{Text: "用户问题", Stream: true}, printChunks{})
+	fmt.Println(ans.Text, ans.Sources, err)
+	// Output:
+	// chunk "你问的是："
+	// chunk "用户问题"
+	// 你问的是：用户问题 [echo] <nil>
+}
+
+// printChunks is a ChunkWriter that prints each delta.
+type printChunks struct{}
+
+func (printChunks) WriteChunk(delta string) error {
+	fmt.Printf("chunk %q\n", delta)
+	return nil
+}
+
+// A KnowledgeBase answers from a fixed set of questions; with
+// Options.KnowledgeBase it also feeds get_suggestions. A question it cannot
+// match gets a fallback answer, not an error.
+func ExampleNewKnowledgeBase() {
+	kb, err := socketio.NewKnowledgeBase([]socketio.Entry{
+		{Question: "How do rooms work?", Answer: "Join a room to receive what is sent to it.", Source: "docs/rooms"},
+		{Question: "如何取消任务？", Answer: "发送 cancel_task 事件。", Aliases: []string{"怎么停止回答"}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	answerer := kb.Answerer(socketio.KBAnswererOptions{Fallback: "暂时无法回答。"})
+	for _, q := range []string{"how do rooms work", "怎么停止回答？", "天气如何"} {
+		ans, err := answerer.Answer(context.Background(), socketio.Question{Text: q}, printChunks{})
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(ans.Text, ans.Sources)
+	}
+	// Output:
+	// Join a room to receive what is sent to it. [docs/rooms]
+	// 发送 cancel_task 事件。 [如何取消任务？]
+	// 暂时无法回答。 []
+}
+
+// Errors carry a PROTOCOL.md code. errors.Is matches any error with the same
+// code as a sentinel, however it is wrapped; ErrorCode reads the code.
+func ExampleErrorCode() {
+	err := fmt.Errorf("ask_question: %w", socketio.NewError(socketio.CodeRateLimited, "5 questions per minute"))
+
+	fmt.Println(errors.Is(err, socketio.ErrRateLimited))
+	fmt.Println(errors.Is(err, socketio.ErrForbidden))
+	fmt.Println(socketio.ErrorCode(err))
+	fmt.Printf("%q\n", socketio.ErrorCode(errors.New("no code")))
+	// Output:
+	// true
+	// false
+	// rate_limited
+	// ""
+}
+
+// QuietHoursHook refuses questions with a code of its choice and tells the
+// client when to retry.
+type QuietHoursHook struct{ socketio.BaseHook }
+
+func (QuietHoursHook) BeforeQuestion(ctx context.Context, e *socketio.QuestionEvent) error {
+	return &socketio.Error{
+		Code:       socketio.CodeRateLimited,
+		Message:    "questions are paused, try again later",
+		RetryAfter: 90 * time.Second, // sent as retry_after_ms
+	}
+}
+
+// A before-hook refuses an event with an *Error to choose the code the
+// client sees; any other error becomes "forbidden" ("rejected" for a
+// connect), and its text stays in the log.
+func ExampleError() {
+	hook := QuietHoursHook{socketio.NewBaseHook("quiet_hours", 50)}
+	err := hook.BeforeQuestion(context.Background(), &socketio.QuestionEvent{Question: "用户问题"})
+
+	var e *socketio.Error
+	if errors.As(err, &e) {
+		fmt.Println(e.Code, e.RetryAfter)
+	}
+	fmt.Println(errors.Is(err, socketio.ErrRateLimited))
+	// Output:
+	// rate_limited 1m30s
+	// true
+}
