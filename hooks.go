@@ -362,14 +362,27 @@ func (m *HookManager) Register(h Hook) error {
 	return nil
 }
 
-// Replace registers h in place of the hook with the same name (or adds it
-// when there is none), keeping nothing of the old hook's counters.
+// Replace registers h in place of the hook with the same name, in one
+// step: every dispatch sees either the old hook or the new one. When there
+// is no such hook, h is added. The new hook starts with fresh counters and
+// enabled, and runs by its own priority.
 func (m *HookManager) Replace(h Hook) error {
 	if h == nil || h.Name() == "" {
 		return errors.New("socketio: Replace: hook is nil or has no name")
 	}
-	m.Unregister(h.Name())
-	return m.Register(h)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := &hookEntry{hook: h, seq: m.nextSeq, stages: stagesOf(h)}
+	m.nextSeq++
+	e.enabled.Store(true)
+	if i := slices.IndexFunc(m.entries, func(x *hookEntry) bool { return x.hook.Name() == h.Name() }); i >= 0 {
+		e.seq = m.entries[i].seq // keep its place among equal priorities
+		m.entries[i] = e
+	} else {
+		m.entries = append(m.entries, e)
+	}
+	m.publishLocked()
+	return nil
 }
 
 // Unregister removes the hook with the given name and reports whether there

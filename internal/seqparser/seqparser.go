@@ -163,6 +163,12 @@ func (d *decoder) ondecoded(args ...any) {
 		d.bad = fmt.Errorf("%w: no packet", ErrMalformed)
 		return
 	}
+	if (p.Type == parser.BINARY_EVENT || p.Type == parser.BINARY_ACK) && p.Attachments != nil && *p.Attachments == 0 {
+		// v2.5.0 delivers it but keeps waiting for attachments, breaking
+		// every later frame of the connection.
+		d.bad = fmt.Errorf("%w: binary packet without attachments", ErrMalformed)
+		return
+	}
 	switch p.Type {
 	case parser.EVENT, parser.BINARY_EVENT:
 		data, ok := p.Data.([]any)

@@ -15,6 +15,7 @@ type Sequencer struct {
 	next    Seq
 	pending map[Seq]func()
 	busy    bool // a goroutine is running events, or the sequencer is held
+	held    bool // not released yet
 	max     int
 	closed  bool
 }
@@ -23,7 +24,7 @@ type Sequencer struct {
 // waiting for an earlier one (a client can make the server buffer only that
 // much).
 func NewSequencer(max int) *Sequencer {
-	return &Sequencer{pending: map[Seq]func(){}, busy: true, max: max}
+	return &Sequencer{pending: map[Seq]func(){}, busy: true, held: true, max: max}
 }
 
 // Submit schedules fn as event n. It returns false, and drops fn, when the
@@ -34,7 +35,8 @@ func (s *Sequencer) Submit(n Seq, fn func()) bool {
 		s.mu.Unlock()
 		return false
 	}
-	if _, dup := s.pending[n]; dup || len(s.pending) >= s.max {
+	// The event due next is always taken: it is what frees the buffer.
+	if _, dup := s.pending[n]; dup || n != s.next && len(s.pending) >= s.max {
 		s.mu.Unlock()
 		return false
 	}
@@ -50,7 +52,17 @@ func (s *Sequencer) Submit(n Seq, fn func()) bool {
 }
 
 // Release lets held events run; the caller runs those that are ready.
-func (s *Sequencer) Release() { s.drain() }
+// Only the first call does anything.
+func (s *Sequencer) Release() {
+	s.mu.Lock()
+	if !s.held {
+		s.mu.Unlock()
+		return
+	}
+	s.held = false // busy stays set: this goroutine drains
+	s.mu.Unlock()
+	s.drain()
+}
 
 // Close drops buffered events and refuses new ones. An event that is
 // running finishes.
@@ -61,8 +73,17 @@ func (s *Sequencer) Close() {
 	s.mu.Unlock()
 }
 
-// drain runs ready events in order; the caller holds the busy flag.
+// drain runs ready events in order; the caller holds the busy flag. If an
+// event panics, the flag is given up so that later events still run.
 func (s *Sequencer) drain() {
+	defer func() {
+		if v := recover(); v != nil {
+			s.mu.Lock()
+			s.busy = false
+			s.mu.Unlock()
+			panic(v)
+		}
+	}()
 	for {
 		s.mu.Lock()
 		fn, ok := s.pending[s.next]
