@@ -296,14 +296,13 @@ func (a *Auth) BlockedReason(ctx context.Context, ip string) (reason string, blo
 }
 
 // ConnectionStats returns a snapshot of the open connections, the blocklist
-// and the refusal counters. If the state cannot be read, the snapshot holds
-// the refusal counters only and the failure is logged.
-func (a *Auth) ConnectionStats() ConnectionStats {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+// and the refusal counters (the seed's get_connection_stats). If the shared
+// state cannot be read, it returns the refusal counters, which are always
+// local, with an error wrapping ErrUnavailable.
+func (a *Auth) ConnectionStats(ctx context.Context) (ConnectionStats, error) {
 	st, err := a.state.stats(ctx, a.now())
 	if err != nil {
-		a.logger.Warn("socketio: reading connection stats failed", "err", err)
+		err = fmt.Errorf("socketio: ConnectionStats: %w", unavailable(err))
 	}
 	cs := ConnectionStats{
 		PerAddress: st.perAddress,
@@ -319,7 +318,7 @@ func (a *Auth) ConnectionStats() ConnectionStats {
 	for i, c := range refusalCodes {
 		cs.Refusals[c] = a.refusals[i].Load()
 	}
-	return cs
+	return cs, err
 }
 
 // refusalCodes are the connect_error codes counted by ConnectionStats.

@@ -146,7 +146,7 @@ func TestAuthCheckConnectOrder(t *testing.T) {
 	assert.Equal(t, map[Code]uint64{
 		CodeIPBlocked: 3, CodeUnauthorized: 3, CodeTooManyConnections: 1,
 		CodeUnavailable: 1, CodeRejected: 0,
-	}, a.ConnectionStats().Refusals)
+	}, stats(t, a).Refusals)
 
 	// Without a verifier, tokens are ignored and the blocklist still applies.
 	b, _ := newTestAuth(t, AuthOptions{})
@@ -190,7 +190,7 @@ func TestAuthReleaseConnection(t *testing.T) {
 
 	a.ReleaseConnection(ctx, "b")
 	a.ReleaseConnection(ctx, "c")
-	st := a.ConnectionStats()
+	st := stats(t, a)
 	assert.Zero(t, st.Total)
 	assert.Empty(t, st.PerAddress)
 }
@@ -216,7 +216,7 @@ func TestAuthCheckConnectConcurrent(t *testing.T) {
 	close(start)
 	wg.Wait()
 	assert.EqualValues(t, 10, admitted.Load())
-	st := a.ConnectionStats()
+	st := stats(t, a)
 	assert.Equal(t, 10, st.Total)
 	assert.Equal(t, map[string]int{"192.0.2.50": 10}, st.PerAddress)
 	assert.EqualValues(t, 40, st.Refusals[CodeTooManyConnections])
@@ -683,7 +683,7 @@ func TestAuthConnectionStats(t *testing.T) {
 	a.countRefusal(CodeInternal)  // not counted
 	clk.Advance(time.Second)
 
-	st := a.ConnectionStats()
+	st := stats(t, a)
 	assert.Equal(t, 3, st.Total)
 	assert.Equal(t, map[string]int{"192.0.2.1": 1, "192.0.2.2": 1, "2001:db8::2": 1}, st.PerAddress)
 	start := time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)
@@ -698,7 +698,7 @@ func TestAuthConnectionStats(t *testing.T) {
 
 	// The snapshot is a copy.
 	st.PerAddress["192.0.2.1"] = 99
-	assert.Equal(t, 1, a.ConnectionStats().PerAddress["192.0.2.1"])
+	assert.Equal(t, 1, stats(t, a).PerAddress["192.0.2.1"])
 }
 
 func TestAuthClose(t *testing.T) {
@@ -793,7 +793,8 @@ func TestAuthStateUnavailable(t *testing.T) {
 		assert.ErrorIs(t, err, ErrUnavailable)
 		a.ReleaseConnection(ctx, "k") // logged, no panic
 		a.sweep()
-		st := a.ConnectionStats()
+		st, err := a.ConnectionStats(ctx)
+		assert.ErrorIs(t, err, ErrUnavailable)
 		assert.Zero(t, st.Total)
 		assert.NotNil(t, st.PerAddress)
 		assert.EqualValues(t, 1, st.Refusals[CodeUnavailable])
@@ -872,4 +873,12 @@ func TestAuthRateWindowOutOfOrder(t *testing.T) {
 	assert.Equal(t, 56*time.Second, w.wait(t0.Add(5*time.Second), time.Minute, 3))
 	w.prune(t0.Add(61*time.Second), time.Minute)
 	assert.Len(t, w.recs, 2)
+}
+
+// stats reads a's connection statistics.
+func stats(t *testing.T, a *Auth) ConnectionStats {
+	t.Helper()
+	st, err := a.ConnectionStats(context.Background())
+	require.NoError(t, err)
+	return st
 }

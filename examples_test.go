@@ -357,7 +357,10 @@ func ExampleAuth() {
 	_, err = auth.CheckConnect(ctx, "sock1", "192.168.1.100", "")
 	fmt.Println(socketio.ErrorCode(err), err)
 
-	stats := auth.ConnectionStats()
+	stats, err := auth.ConnectionStats(ctx)
+	if err != nil {
+		panic(err)
+	}
 	fmt.Println("open connections:", stats.Total)
 	for _, b := range stats.Blocked {
 		fmt.Printf("blocked %s (%s), expires: %v\n", b.Addr, b.Reason, !b.Expires.IsZero())

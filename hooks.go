@@ -57,7 +57,10 @@ func (b BaseHook) Priority() int { return b.priority }
 type Caller struct {
 	SocketID  string
 	SessionID string
-	// UserID is set when the token verifier identified a user.
+	// UserID is set when the connection's user is known: by the token
+	// verifier (through the built-in auth hook), or by any BeforeConnect
+	// hook that sets ConnectEvent.UserID. Tasks and history then belong to
+	// the user rather than the session.
 	UserID string
 	// Address is the client's address (see AuthOptions.TrustedProxies).
 	Address string

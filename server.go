@@ -104,6 +104,7 @@ type Server struct {
 	logger    *slog.Logger
 	tokens    resumeSigner
 	tasks     *taskRunner
+	metrics   *MetricsHook
 
 	ownStorage io.Closer
 	ownAuth    bool
@@ -196,11 +197,12 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	s.tokens = resumeSigner{secret: secret}
 
 	s.hooks = NewHookManager(opts.Logger)
+	s.metrics = NewMetricsHook()
 	for _, h := range []Hook{
 		NewAuthHook(s.auth),
 		NewRateLimitHook(s.auth),
 		NewStorageHook(s.storage, opts.Logger),
-		NewMetricsHook(),
+		s.metrics,
 	} {
 		if err := s.hooks.Register(h); err != nil {
 			return fail(err)
@@ -225,6 +227,10 @@ func (s *Server) Auth() *Auth { return s.auth }
 
 // Storage returns the Server's storage.
 func (s *Server) Storage() Storage { return s.storage }
+
+// Metrics returns the counters of the built-in "metrics" hook. They stop
+// moving while that hook is disabled, unregistered or replaced.
+func (s *Server) Metrics() Metrics { return s.metrics.Snapshot() }
 
 // Close stops the service gracefully: new connections and requests are
 // refused with "unavailable", answers in flight may finish until ctx is

@@ -68,12 +68,12 @@ func TestWireTooManyConnections(t *testing.T) {
 		}
 		_, err = ts.dialErr(t, tr)
 		requireConnectError(t, err, "too_many_connections")
-		assert.Equal(t, 3, auth.ConnectionStats().PerAddress["127.0.0.1"])
-		assert.EqualValues(t, 1, auth.ConnectionStats().Refusals[socketio.CodeTooManyConnections])
+		assert.Equal(t, 3, stats(t, auth).PerAddress["127.0.0.1"])
+		assert.EqualValues(t, 1, stats(t, auth).Refusals[socketio.CodeTooManyConnections])
 
 		// A closed connection frees its slot.
 		require.NoError(t, open[0].Close())
-		require.Eventually(t, func() bool { return auth.ConnectionStats().PerAddress["127.0.0.1"] == 2 }, 5*time.Second, 5*time.Millisecond)
+		require.Eventually(t, func() bool { return stats(t, auth).PerAddress["127.0.0.1"] == 2 }, 5*time.Second, 5*time.Millisecond)
 		ts.dial(t, tr)
 	})
 }
@@ -101,7 +101,7 @@ func TestWireBlockedAddress(t *testing.T) {
 		// The peer itself is not blocked, and another forwarded address
 		// gets through.
 		ts.dial(t, tr, withHeader("X-Forwarded-For", "198.51.100.1"))
-		assert.Equal(t, 1, auth.ConnectionStats().PerAddress["198.51.100.1"])
+		assert.Equal(t, 1, stats(t, auth).PerAddress["198.51.100.1"])
 	})
 }
 

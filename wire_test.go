@@ -176,3 +176,11 @@ func noEvent(t *testing.T, c *sioclient.Client, event string) {
 	_, err := c.Next(ctx, event)
 	require.Error(t, err, "unexpected %s", event)
 }
+
+// stats reads a's connection statistics.
+func stats(t *testing.T, a *socketio.Auth) socketio.ConnectionStats {
+	t.Helper()
+	st, err := a.ConnectionStats(context.Background())
+	require.NoError(t, err)
+	return st
+}
