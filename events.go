@@ -366,7 +366,7 @@ func (c *conn) ownTask(p payload) (Task, error) {
 	}
 	ctx, cancel := c.requestCtx()
 	defer cancel()
-	t, err := c.srv.storage.Task(ctx, id)
+	t, err := c.srv.storage.Task(ctx, c.owner, id)
 	if errors.Is(err, ErrNotFound) || err == nil && t.Owner != c.owner {
 		return Task{}, NewError(CodeNotFound, "no such task")
 	}

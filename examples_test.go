@@ -432,7 +432,7 @@ func ExampleMemoryStorage() {
 	if err != nil {
 		panic(err)
 	}
-	t, applied, err := storage.UpdateTask(ctx, "task_id", socketio.TaskUpdate{
+	t, applied, err := storage.UpdateTask(ctx, owner, "task_id", socketio.TaskUpdate{
 		Status: socketio.TaskProcessing,
 		At:     connectedAt.Add(time.Minute + time.Second),
 	})

@@ -17,7 +17,9 @@ import (
 //
 // History is the list of an owner's tasks, newest first. An owner is the
 // scope that data belongs to: "u:<user id>" when a token verifier
-// identified a user, otherwise "s:<session id>" (see OwnerOf).
+// identified a user, otherwise "s:<session id>" (see OwnerOf). Every task
+// operation is scoped by its owner, so that a store can keep all of an
+// owner's data together (in one Redis Cluster slot, say).
 type Storage interface {
 	// SaveSession creates or replaces a session and (re)starts its expiry.
 	SaveSession(ctx context.Context, s Session) error
@@ -35,14 +37,16 @@ type Storage interface {
 	// ErrTooManyTasks. maxOpen <= 0 means no limit. The check and the
 	// write are one atomic step.
 	CreateTask(ctx context.Context, t Task, maxOpen int) error
-	// Task returns the task with the given id, or ErrNotFound.
-	Task(ctx context.Context, id string) (Task, error)
-	// UpdateTask applies u to the task atomically when the transition is
-	// allowed (pending → processing → completed | failed | cancelled, and
-	// pending straight to a final status). It returns the task as it stands
-	// after the call and whether u was applied. A task that has already
-	// finished never changes: that is (task, false, nil), not an error.
-	UpdateTask(ctx context.Context, id string, u TaskUpdate) (Task, bool, error)
+	// Task returns the owner's task with the given id, or ErrNotFound (also
+	// when the id belongs to another owner: ids leak nothing).
+	Task(ctx context.Context, owner, id string) (Task, error)
+	// UpdateTask applies u to the owner's task atomically when the
+	// transition is allowed (pending → processing → completed | failed |
+	// cancelled, and pending straight to a final status). It returns the
+	// task as it stands after the call and whether u was applied. A task
+	// that has already finished never changes: that is (task, false, nil),
+	// not an error. A zero u.At means now.
+	UpdateTask(ctx context.Context, owner, id string, u TaskUpdate) (Task, bool, error)
 	// History returns up to limit of the owner's tasks, newest first. With
 	// before set to a task id, it returns the tasks older than that one; an
 	// unknown before is ErrNotFound. hasMore reports whether older tasks

@@ -286,8 +286,8 @@ func (s *MemoryStorage) CreateTask(ctx context.Context, t Task, maxOpen int) err
 	return nil
 }
 
-// Task returns the task with the given id, or ErrNotFound.
-func (s *MemoryStorage) Task(ctx context.Context, id string) (Task, error) {
+// Task returns the owner's task with the given id, or ErrNotFound.
+func (s *MemoryStorage) Task(ctx context.Context, owner, id string) (Task, error) {
 	if err := memCheckContext(ctx); err != nil {
 		return Task{}, err
 	}
@@ -299,7 +299,7 @@ func (s *MemoryStorage) Task(ctx context.Context, id string) (Task, error) {
 		return Task{}, errMemoryClosed
 	}
 	mt, ok := s.tasks[id]
-	if !ok || mt.expired(now) {
+	if !ok || mt.expired(now) || mt.task.Owner != owner {
 		s.mu.Unlock()
 		return Task{}, fmt.Errorf("task %q: %w", id, ErrNotFound)
 	}
@@ -311,7 +311,7 @@ func (s *MemoryStorage) Task(ctx context.Context, id string) (Task, error) {
 // UpdateTask applies u to the task when TaskUpdate.Apply allows it and
 // returns the task after the call and whether u was applied. An applied
 // update restarts the task's expiry. A zero u.At means now.
-func (s *MemoryStorage) UpdateTask(ctx context.Context, id string, u TaskUpdate) (Task, bool, error) {
+func (s *MemoryStorage) UpdateTask(ctx context.Context, owner, id string, u TaskUpdate) (Task, bool, error) {
 	if err := memCheckContext(ctx); err != nil {
 		return Task{}, false, err
 	}
@@ -331,7 +331,7 @@ func (s *MemoryStorage) UpdateTask(ctx context.Context, id string, u TaskUpdate)
 		return Task{}, false, errMemoryClosed
 	}
 	mt, ok := s.tasks[id]
-	if !ok || mt.expired(now) {
+	if !ok || mt.expired(now) || mt.task.Owner != owner {
 		s.mu.Unlock()
 		return Task{}, false, fmt.Errorf("task %q: %w", id, ErrNotFound)
 	}

@@ -99,13 +99,13 @@ func TestMemoryStorageMaxHistoryDeletesTasks(t *testing.T) {
 	for i := range 4 {
 		task := socketio.Task{ID: "t" + strconv.Itoa(i), SessionID: "s1", Owner: "s:s1"}
 		require.NoError(t, s.CreateTask(ctx, task, 0))
-		_, applied, err := s.UpdateTask(ctx, task.ID, socketio.TaskUpdate{Status: socketio.TaskCompleted, At: time.Now()})
+		_, applied, err := s.UpdateTask(ctx, task.Owner, task.ID, socketio.TaskUpdate{Status: socketio.TaskCompleted, At: time.Now()})
 		require.NoError(t, err)
 		require.True(t, applied)
 		ids = append(ids, task.ID)
 	}
 	for _, id := range ids[:2] {
-		_, err := s.Task(ctx, id)
+		_, err := s.Task(ctx, "s:s1", id)
 		assert.ErrorIs(t, err, socketio.ErrNotFound, "a dropped task must be deleted, not only unlisted")
 	}
 	assert.Equal(t, socketio.MemoryStats{Tasks: 2, Owners: 1}, s.Stats())
@@ -202,7 +202,7 @@ func TestMemoryStorageCreateTaskStatus(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			got, err := s.Task(t.Context(), task.ID)
+			got, err := s.Task(t.Context(), task.Owner, task.ID)
 			require.NoError(t, err)
 			assert.Equal(t, socketio.TaskPending, got.Status)
 		})
@@ -215,7 +215,7 @@ func TestMemoryStorageUpdateZeroAt(t *testing.T) {
 	ctx := t.Context()
 	require.NoError(t, s.CreateTask(ctx, socketio.Task{ID: "t", Owner: "s:s1"}, 0))
 
-	got, applied, err := s.UpdateTask(ctx, "t", socketio.TaskUpdate{Status: socketio.TaskCompleted})
+	got, applied, err := s.UpdateTask(ctx, "s:s1", "t", socketio.TaskUpdate{Status: socketio.TaskCompleted})
 	require.NoError(t, err)
 	require.True(t, applied)
 	assert.WithinDuration(t, time.Now(), got.UpdatedAt, time.Minute)
@@ -256,7 +256,7 @@ func BenchmarkMemoryStorageCreateTask(b *testing.B) {
 			}
 			// Finish it, so that the store reaches its steady state where
 			// each create drops the oldest finished task.
-			if _, _, err := s.UpdateTask(ctx, task.ID, socketio.TaskUpdate{Status: socketio.TaskCompleted, Answer: "answer"}); err != nil {
+			if _, _, err := s.UpdateTask(ctx, task.Owner, task.ID, socketio.TaskUpdate{Status: socketio.TaskCompleted, Answer: "answer"}); err != nil {
 				b.Fatal(err)
 			}
 		}

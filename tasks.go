@@ -144,7 +144,7 @@ func (r *taskRunner) execute(run *taskRun) {
 	}
 	now := time.Now().UTC()
 	sctx, cancel := s.storageCtx()
-	t, applied, err := s.storage.UpdateTask(sctx, run.task.ID, TaskUpdate{Status: TaskProcessing, At: now})
+	t, applied, err := s.storage.UpdateTask(sctx, run.task.Owner, run.task.ID, TaskUpdate{Status: TaskProcessing, At: now})
 	cancel()
 	if err != nil {
 		s.logger.Error("socketio: cannot start task", "task", run.task.ID, "err", err)
@@ -221,7 +221,7 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	s := r.srv
 	u.At = time.Now().UTC()
 	sctx, cancel := s.storageCtx()
-	t, applied, err := s.storage.UpdateTask(sctx, run.task.ID, u)
+	t, applied, err := s.storage.UpdateTask(sctx, run.task.Owner, run.task.ID, u)
 	cancel()
 	if err != nil {
 		s.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
@@ -268,7 +268,7 @@ func (r *taskRunner) cancel(t Task) (Task, error) {
 		// Not running here (a stale record): settle it in storage alone.
 		ctx, cancel := r.srv.storageCtx()
 		defer cancel()
-		nt, _, err := r.srv.storage.UpdateTask(ctx, t.ID, TaskUpdate{Status: TaskCancelled, At: time.Now().UTC(),
+		nt, _, err := r.srv.storage.UpdateTask(ctx, t.Owner, t.ID, TaskUpdate{Status: TaskCancelled, At: time.Now().UTC(),
 			Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
 		return nt, storageErr(err)
 	}

@@ -206,12 +206,12 @@ func testTaskRoundTrip(t *testing.T, newStorage factory) {
 		UpdatedAt: now,
 	}
 	require.NoError(t, s.CreateTask(ctx, want, 0))
-	got, err := s.Task(ctx, want.ID)
+	got, err := s.Task(ctx, want.Owner, want.ID)
 	require.NoError(t, err)
 	assertTaskEqual(t, want, got)
 
 	at := now.Add(2 * time.Second)
-	updated, applied, err := s.UpdateTask(ctx, want.ID, socketio.TaskUpdate{
+	updated, applied, err := s.UpdateTask(ctx, want.Owner, want.ID, socketio.TaskUpdate{
 		Status:  socketio.TaskCompleted,
 		At:      at,
 		Answer:  "Use the reset link.",
@@ -225,23 +225,25 @@ func testTaskRoundTrip(t *testing.T, newStorage factory) {
 	want.Answer = "Use the reset link."
 	want.Sources = []string{"kb/reset", "kb/account"}
 	assertTaskEqual(t, want, updated)
-	got, err = s.Task(ctx, want.ID)
+	got, err = s.Task(ctx, want.Owner, want.ID)
 	require.NoError(t, err)
 	assertTaskEqual(t, want, got)
 
 	failed := newTask(want.Owner, sessID)
 	require.NoError(t, s.CreateTask(ctx, failed, 0))
 	taskErr := &socketio.TaskError{Code: socketio.CodeAnswerFailed, Message: "backend down"}
-	_, applied, err = s.UpdateTask(ctx, failed.ID, socketio.TaskUpdate{Status: socketio.TaskFailed, At: at, Error: taskErr})
+	_, applied, err = s.UpdateTask(ctx, failed.Owner, failed.ID, socketio.TaskUpdate{Status: socketio.TaskFailed, At: at, Error: taskErr})
 	require.NoError(t, err)
 	require.True(t, applied)
-	got, err = s.Task(ctx, failed.ID)
+	got, err = s.Task(ctx, failed.Owner, failed.ID)
 	require.NoError(t, err)
 	require.NotNil(t, got.Error)
 	assert.Equal(t, *taskErr, *got.Error)
 	assertTimeEqual(t, at, got.AnsweredAt, "AnsweredAt")
 
-	_, err = s.Task(ctx, uniq("missing"))
+	_, err = s.Task(ctx, want.Owner, uniq("missing"))
+	require.ErrorIs(t, err, socketio.ErrNotFound)
+	_, err = s.Task(ctx, uniq("other-owner"), want.ID)
 	require.ErrorIs(t, err, socketio.ErrNotFound)
 }
 
@@ -253,7 +255,7 @@ func testTaskCopySafety(t *testing.T, newStorage factory) {
 	require.NoError(t, s.CreateTask(ctx, task, 0))
 	sources := []string{"a", "b"}
 	taskErr := &socketio.TaskError{Code: socketio.CodeCancelled, Message: "stopped"}
-	returned, applied, err := s.UpdateTask(ctx, task.ID, socketio.TaskUpdate{
+	returned, applied, err := s.UpdateTask(ctx, task.Owner, task.ID, socketio.TaskUpdate{
 		Status: socketio.TaskCancelled, At: time.Now(), Sources: sources, Error: taskErr,
 	})
 	require.NoError(t, err)
@@ -264,7 +266,7 @@ func testTaskCopySafety(t *testing.T, newStorage factory) {
 	returned.Sources[1] = "changed in returned task"
 	returned.Error.Code = socketio.CodeInternal
 
-	got, err := s.Task(ctx, task.ID)
+	got, err := s.Task(ctx, task.Owner, task.ID)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b"}, got.Sources)
 	assert.Equal(t, socketio.TaskError{Code: socketio.CodeCancelled, Message: "stopped"}, *got.Error)
@@ -301,7 +303,7 @@ func testCreateTaskDuplicateID(t *testing.T, newStorage factory) {
 			dup.Question = "second"
 			require.Error(t, s.CreateTask(ctx, dup, 0))
 
-			got, err := s.Task(ctx, first.ID)
+			got, err := s.Task(ctx, first.Owner, first.ID)
 			require.NoError(t, err)
 			assert.Equal(t, "first", got.Question, "a duplicate replaced the task")
 			assert.Equal(t, []string{first.ID}, historyIDs(t, s, first.Owner, "", 10))
@@ -343,7 +345,7 @@ func testOpenTaskLimit(t *testing.T, newStorage factory) {
 	extra := newTask(owner, sessA)
 	err := s.CreateTask(ctx, extra, maxOpen)
 	require.ErrorIs(t, err, socketio.ErrTooManyTasks)
-	_, err = s.Task(ctx, extra.ID)
+	_, err = s.Task(ctx, extra.Owner, extra.ID)
 	require.ErrorIs(t, err, socketio.ErrNotFound, "a refused task must not be stored")
 	require.Len(t, historyIDs(t, s, owner, "", 100), maxOpen)
 
@@ -413,8 +415,8 @@ func testFinishingFreesSlot(t *testing.T, newStorage factory) {
 			require.NoError(t, s.CreateTask(ctx, first, 1))
 			for _, status := range tt.path {
 				require.ErrorIs(t, s.CreateTask(ctx, newTask(owner, sess), 1), socketio.ErrTooManyTasks,
-					"a %s task holds its slot", mustTask(t, s, first.ID).Status)
-				update(t, s, first.ID, status)
+					"a %s task holds its slot", mustTask(t, s, first.Owner, first.ID).Status)
+				update(t, s, first.Owner, first.ID, status)
 			}
 			require.NoError(t, s.CreateTask(ctx, newTask(owner, sess), 1), "a finished task frees its slot")
 			require.ErrorIs(t, s.CreateTask(ctx, newTask(owner, sess), 1), socketio.ErrTooManyTasks)
@@ -464,9 +466,9 @@ func testTransitions(t *testing.T, newStorage factory) {
 			task := newTask(socketio.OwnerOf(uniq("sess"), ""), uniq("sess"))
 			require.NoError(t, s.CreateTask(ctx, task, 0))
 			if tt.from != pending {
-				update(t, s, task.ID, tt.from)
+				update(t, s, task.Owner, task.ID, tt.from)
 			}
-			before := mustTask(t, s, task.ID)
+			before := mustTask(t, s, task.Owner, task.ID)
 			require.Equal(t, tt.from, before.Status)
 
 			at := before.UpdatedAt.Add(time.Minute)
@@ -474,7 +476,7 @@ func testTransitions(t *testing.T, newStorage factory) {
 			if tt.to == failed {
 				u.Error = &socketio.TaskError{Code: socketio.CodeAnswerFailed, Message: "new error"}
 			}
-			got, applied, err := s.UpdateTask(ctx, task.ID, u)
+			got, applied, err := s.UpdateTask(ctx, task.Owner, task.ID, u)
 			require.NoError(t, err)
 			assert.Equal(t, tt.allowed, applied, "applied")
 
@@ -490,7 +492,7 @@ func testTransitions(t *testing.T, newStorage factory) {
 				}
 			}
 			assertTaskEqual(t, want, got)
-			assertTaskEqual(t, want, mustTask(t, s, task.ID))
+			assertTaskEqual(t, want, mustTask(t, s, task.Owner, task.ID))
 		})
 	}
 }
@@ -501,27 +503,27 @@ func testFinishedTaskNeverChanges(t *testing.T, newStorage factory) {
 
 	task := newTask(socketio.OwnerOf(uniq("sess"), ""), uniq("sess"))
 	require.NoError(t, s.CreateTask(ctx, task, 0))
-	update(t, s, task.ID, socketio.TaskProcessing)
-	update(t, s, task.ID, socketio.TaskCompleted)
-	finished := mustTask(t, s, task.ID)
+	update(t, s, task.Owner, task.ID, socketio.TaskProcessing)
+	update(t, s, task.Owner, task.ID, socketio.TaskCompleted)
+	finished := mustTask(t, s, task.Owner, task.ID)
 
 	for _, status := range []socketio.TaskStatus{
 		socketio.TaskFailed, socketio.TaskCancelled, socketio.TaskProcessing,
 		socketio.TaskPending, socketio.TaskCompleted,
 	} {
-		got, applied, err := s.UpdateTask(ctx, task.ID, socketio.TaskUpdate{
+		got, applied, err := s.UpdateTask(ctx, task.Owner, task.ID, socketio.TaskUpdate{
 			Status: status, At: time.Now().Add(time.Hour), Answer: "late",
 		})
 		require.NoError(t, err, "updating a finished task is not an error")
 		assert.False(t, applied, "%s applied to a finished task", status)
 		assertTaskEqual(t, finished, got)
 	}
-	assertTaskEqual(t, finished, mustTask(t, s, task.ID))
+	assertTaskEqual(t, finished, mustTask(t, s, task.Owner, task.ID))
 }
 
 func testUpdateUnknownTask(t *testing.T, newStorage factory) {
 	s := newStorage(t, socketio.StorageOptions{})
-	_, applied, err := s.UpdateTask(t.Context(), uniq("missing"), socketio.TaskUpdate{
+	_, applied, err := s.UpdateTask(t.Context(), uniq("owner"), uniq("missing"), socketio.TaskUpdate{
 		Status: socketio.TaskProcessing, At: time.Now(),
 	})
 	require.ErrorIs(t, err, socketio.ErrNotFound)
@@ -538,7 +540,7 @@ func testConcurrentFinish(t *testing.T, newStorage factory) {
 		task := newTask(socketio.OwnerOf(uniq("sess"), ""), uniq("sess"))
 		require.NoError(t, s.CreateTask(ctx, task, 0))
 		if round%2 == 1 {
-			update(t, s, task.ID, socketio.TaskProcessing)
+			update(t, s, task.Owner, task.ID, socketio.TaskProcessing)
 		}
 
 		type result struct {
@@ -554,7 +556,7 @@ func testConcurrentFinish(t *testing.T, newStorage factory) {
 			wg.Go(func() {
 				status := finals[i%len(finals)]
 				<-start
-				got, applied, err := s.UpdateTask(ctx, task.ID, socketio.TaskUpdate{
+				got, applied, err := s.UpdateTask(ctx, task.Owner, task.ID, socketio.TaskUpdate{
 					Status: status, At: time.Now(), Answer: string(status),
 				})
 				results[i] = result{status, got, applied, err}
@@ -574,7 +576,7 @@ func testConcurrentFinish(t *testing.T, newStorage factory) {
 			}
 		}
 		require.Equal(t, 1, appliedCount, "round %d: exactly one final update applies", round)
-		stored := mustTask(t, s, task.ID)
+		stored := mustTask(t, s, task.Owner, task.ID)
 		assert.Equal(t, winner, stored.Status)
 		assert.Equal(t, string(winner), stored.Answer, "the answer must come with the winning status")
 		for _, r := range results {
@@ -643,7 +645,7 @@ func testHistory(t *testing.T, newStorage factory) {
 		items, _, err := s.History(ctx, owner, "", 1)
 		require.NoError(t, err)
 		require.Len(t, items, 1)
-		assertTaskEqual(t, mustTask(t, s, ids[4]), items[0])
+		assertTaskEqual(t, mustTask(t, s, owner, ids[4]), items[0])
 	})
 }
 
@@ -683,8 +685,8 @@ func testHistoryIsolation(t *testing.T, newStorage factory) {
 		b := newTask(sessOwner, sess)
 		require.NoError(t, s.CreateTask(ctx, a, 0))
 		require.NoError(t, s.CreateTask(ctx, b, 0))
-		update(t, s, a.ID, socketio.TaskCompleted)
-		update(t, s, b.ID, socketio.TaskCompleted)
+		update(t, s, a.Owner, a.ID, socketio.TaskCompleted)
+		update(t, s, b.Owner, b.ID, socketio.TaskCompleted)
 		userIDs = append([]string{a.ID}, userIDs...)
 		sessIDs = append([]string{b.ID}, sessIDs...)
 	}
@@ -716,7 +718,7 @@ func testClearHistory(t *testing.T, newStorage factory) {
 		task := newTask(owner, sess)
 		require.NoError(t, s.CreateTask(ctx, task, 0))
 		for _, status := range path {
-			update(t, s, task.ID, status)
+			update(t, s, task.Owner, task.ID, status)
 		}
 		ids[i] = task.ID
 	}
@@ -726,11 +728,11 @@ func testClearHistory(t *testing.T, newStorage factory) {
 	assert.Equal(t, 3, n, "deleted")
 	assert.Equal(t, []string{ids[3], ids[2]}, historyIDs(t, s, owner, "", 10), "unfinished tasks stay")
 	for _, i := range []int{0, 1, 4} {
-		_, err := s.Task(ctx, ids[i])
+		_, err := s.Task(ctx, owner, ids[i])
 		assert.ErrorIs(t, err, socketio.ErrNotFound, "finished task %d must be deleted", i)
 	}
 	for _, i := range []int{2, 3} {
-		_, err := s.Task(ctx, ids[i])
+		_, err := s.Task(ctx, owner, ids[i])
 		assert.NoError(t, err, "unfinished task %d must stay", i)
 	}
 	require.ErrorIs(t, s.CreateTask(ctx, newTask(owner, sess), 2), socketio.ErrTooManyTasks,
@@ -755,7 +757,7 @@ func testMaxHistory(t *testing.T, newStorage factory) {
 		task := newTask(owner, uniq("sess"))
 		require.NoError(t, s.CreateTask(ctx, task, 0))
 		for _, status := range path {
-			update(t, s, task.ID, status)
+			update(t, s, task.Owner, task.ID, status)
 		}
 		return task.ID
 	}
@@ -795,11 +797,11 @@ func testHistoryExpiry(t *testing.T, newStorage factory) {
 
 	task := newTask(owner, sess)
 	require.NoError(t, s.CreateTask(ctx, task, 1))
-	_, err := s.Task(ctx, task.ID)
+	_, err := s.Task(ctx, task.Owner, task.ID)
 	require.NoError(t, err, "a task must live HistoryTTL")
 
 	require.Eventually(t, func() bool {
-		_, err := s.Task(ctx, task.ID)
+		_, err := s.Task(ctx, task.Owner, task.ID)
 		return errors.Is(err, socketio.ErrNotFound)
 	}, expiryWait, expiryPoll, "the task never expired")
 	require.Eventually(t, func() bool {
@@ -884,9 +886,9 @@ func testContextCancelled(t *testing.T, newStorage factory) {
 		{"TouchSession", func() error { return s.TouchSession(ctx, sess.ID, time.Now()) }},
 		{"DeleteSession", func() error { return s.DeleteSession(ctx, sess.ID) }},
 		{"CreateTask", func() error { return s.CreateTask(ctx, newTask(sess.Owner(), sess.ID), 0) }},
-		{"Task", func() error { _, err := s.Task(ctx, task.ID); return err }},
+		{"Task", func() error { _, err := s.Task(ctx, task.Owner, task.ID); return err }},
 		{"UpdateTask", func() error {
-			_, _, err := s.UpdateTask(ctx, task.ID, socketio.TaskUpdate{Status: socketio.TaskProcessing, At: time.Now()})
+			_, _, err := s.UpdateTask(ctx, task.Owner, task.ID, socketio.TaskUpdate{Status: socketio.TaskProcessing, At: time.Now()})
 			return err
 		}},
 		{"History", func() error { _, _, err := s.History(ctx, task.Owner, "", 10); return err }},
@@ -929,21 +931,21 @@ func newTask(owner, sessionID string) socketio.Task {
 }
 
 // mustTask returns the stored task with the given id.
-func mustTask(t *testing.T, s socketio.Storage, id string) socketio.Task {
+func mustTask(t *testing.T, s socketio.Storage, owner, id string) socketio.Task {
 	t.Helper()
-	task, err := s.Task(t.Context(), id)
+	task, err := s.Task(t.Context(), owner, id)
 	require.NoError(t, err)
 	return task
 }
 
 // update moves a task to status and requires the move to apply.
-func update(t *testing.T, s socketio.Storage, id string, status socketio.TaskStatus) {
+func update(t *testing.T, s socketio.Storage, owner, id string, status socketio.TaskStatus) {
 	t.Helper()
 	u := socketio.TaskUpdate{Status: status, At: time.Now()}
 	if status.Finished() {
 		u.Answer = "answer to " + id
 	}
-	_, applied, err := s.UpdateTask(t.Context(), id, u)
+	_, applied, err := s.UpdateTask(t.Context(), owner, id, u)
 	require.NoError(t, err)
 	require.True(t, applied, "moving task %s to %s", id, status)
 }
