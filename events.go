@@ -331,6 +331,9 @@ func (c *conn) getHistory(p payload) (map[string]any, error) {
 	if err != nil {
 		return nil, storageErr(err)
 	}
+	for i := range items {
+		items[i] = c.srv.tasks.settleIfStale(ctx, items[i])
+	}
 	ev.Items = items
 	c.srv.hooks.runAfter(afterHistory, func(h Hook) { h.(AfterHistoryHook).AfterHistory(c.ctx, ev) })
 	wire := make([]map[string]any, len(items))
@@ -373,7 +376,7 @@ func (c *conn) ownTask(p payload) (Task, error) {
 	if err != nil {
 		return Task{}, storageErr(err)
 	}
-	return t, nil
+	return c.srv.tasks.settleIfStale(ctx, t), nil
 }
 
 func (c *conn) getTask(p payload) (map[string]any, error) {

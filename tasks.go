@@ -97,6 +97,9 @@ func (r *taskRunner) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 	}
 	ctx, cancel := r.srv.storageCtx()
 	err := r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
+	if errors.Is(err, ErrTooManyTasks) && r.settleStaleOf(ctx, c.owner, c.caller.SessionID) > 0 {
+		err = r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
+	}
 	cancel()
 	if err != nil {
 		r.slots.Add(-1)
@@ -275,6 +278,56 @@ func (r *taskRunner) cancel(t Task) (Task, error) {
 	nt, err := r.finish(run, TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
 	run.cancel(errTaskCancelled)
 	return nt, err
+}
+
+// staleAge is how long an unfinished task may go unchanged before no node
+// can still be working on it: an answer is bounded by AnswerTimeout, and
+// its start and end by a storage call each. Such a task was orphaned by a
+// node that died, and is settled as failed with "timeout".
+func (r *taskRunner) staleAge() time.Duration {
+	return r.srv.opts.AnswerTimeout + 2*r.srv.opts.StorageTimeout + 30*time.Second
+}
+
+// settleIfStale settles t if it is orphaned (see staleAge) and returns it as
+// it stands afterwards. Concurrent settlers and a late worker are safe:
+// storage applies only the first final status.
+func (r *taskRunner) settleIfStale(ctx context.Context, t Task) Task {
+	if t.Status.Finished() || time.Since(t.UpdatedAt) < r.staleAge() {
+		return t
+	}
+	r.mu.Lock()
+	_, local := r.running[t.ID]
+	r.mu.Unlock()
+	if local {
+		return t
+	}
+	nt, applied, err := r.srv.storage.UpdateTask(ctx, t.Owner, t.ID, TaskUpdate{
+		Status: TaskFailed, At: time.Now().UTC(),
+		Error: &TaskError{Code: CodeTimeout, Message: "the answer was lost with the server that ran it"},
+	})
+	if err != nil {
+		return t
+	}
+	if applied {
+		r.srv.logger.Warn("socketio: settled an orphaned task", "task", t.ID)
+	}
+	return nt
+}
+
+// settleStaleOf settles the orphaned tasks of a session among its owner's
+// recent history and returns how many it settled.
+func (r *taskRunner) settleStaleOf(ctx context.Context, owner, sessionID string) int {
+	items, _, err := r.srv.storage.History(ctx, owner, "", maxHistoryLimit)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, t := range items {
+		if t.SessionID == sessionID && !t.Status.Finished() && r.settleIfStale(ctx, t).Status.Finished() {
+			n++
+		}
+	}
+	return n
 }
 
 func (r *taskRunner) forget(run *taskRun) {

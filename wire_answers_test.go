@@ -3,6 +3,7 @@ package socketio_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -401,4 +402,30 @@ func TestCloseCancelsAnswersInFlight(t *testing.T) {
 	assert.Equal(t, "cancelled", e["code"])
 	assert.Equal(t, id, e["task_id"])
 	assert.Equal(t, "unavailable", errCode(t, call(t, c, "get_history")))
+}
+
+// TestWireOrphanedTasksAreSettled: tasks left unfinished by a node that
+// died stop counting against the open-task limit and read as failed.
+func TestWireOrphanedTasksAreSettled(t *testing.T) {
+	store := socketio.NewMemoryStorage(socketio.StorageOptions{})
+	t.Cleanup(func() { store.Close() })
+	ts := startServer(t, socketio.Options{Storage: store})
+	c, hello := ts.dial(t, "websocket")
+	sid := hello["session_id"].(string)
+	owner := socketio.OwnerOf(sid, "")
+	long := time.Now().Add(-time.Hour).UTC()
+	var orphans []string
+	for i := range 3 {
+		task := socketio.Task{ID: fmt.Sprintf("t_orphan%d", i), SessionID: sid, Owner: owner, Question: "lost",
+			Status: socketio.TaskPending, AskedAt: long, UpdatedAt: long}
+		require.NoError(t, store.CreateTask(context.Background(), task, 0))
+		orphans = append(orphans, task.ID)
+	}
+	_, _, err := store.UpdateTask(context.Background(), owner, orphans[0], socketio.TaskUpdate{Status: socketio.TaskProcessing, At: long})
+	require.NoError(t, err)
+
+	okReply(t, "ask", call(t, c, "ask_question", "What is Socket.IO?"))
+	task := okReply(t, "task", call(t, c, "get_task", map[string]any{"task_id": orphans[0]}))["task"].(map[string]any)
+	assert.Equal(t, "failed", task["status"])
+	assert.Equal(t, "timeout", task["error"].(map[string]any)["code"])
 }
