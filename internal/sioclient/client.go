@@ -92,6 +92,7 @@ type Client struct {
 
 	connected chan connectReply // first CONNECT or CONNECT_ERROR reply
 
+	sendMu    sync.RWMutex // held for reading by send, for writing by Close
 	closing   atomic.Bool
 	done      chan struct{}
 	endOnce   sync.Once
@@ -356,6 +357,14 @@ func (c *Client) Ack(e Event, args ...any) error {
 func (c *Client) SendRaw(frame string) error { return c.send(frame) }
 
 func (c *Client) send(packet string) error {
+	// The read lock keeps Close from slipping "41" in between the check and
+	// the write: nothing may follow our own DISCONNECT, the server closes
+	// the connection on it.
+	c.sendMu.RLock()
+	defer c.sendMu.RUnlock()
+	if c.closing.Load() {
+		return ErrClosed
+	}
 	select {
 	case <-c.done:
 		return c.Err()
@@ -418,10 +427,12 @@ func (c *Client) take(ctx context.Context, name string, byName bool) (Event, err
 // to exit. It always returns nil; calling it again does nothing.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		c.sendMu.Lock()
 		c.closing.Store(true)
 		if c.Err() == nil {
 			_ = c.tr.write(encodeSIO(sioDisconnect, c.nsp, -1, nil)) // best effort
 		}
+		c.sendMu.Unlock()
 		c.shutdown(true)
 	})
 	return nil

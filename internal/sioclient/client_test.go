@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ type testServer struct {
 	URL     string
 	io      *socket.Server
 	sockets chan *serverSocket // every socket accepted, in order
+	held    chan func()        // middleware continuations held for auth.hold
+	holding atomic.Bool
 }
 
 // serverSocket is a server-side socket with the Engine.IO packets its
@@ -44,11 +47,22 @@ func newTestServer(t testing.TB, configure ...func(*socket.ServerOptions)) *test
 	for _, f := range configure {
 		f(opts)
 	}
-	ts := &testServer{io: socket.NewServer(nil, opts), sockets: make(chan *serverSocket, 64)}
+	ts := &testServer{
+		io:      socket.NewServer(nil, opts),
+		sockets: make(chan *serverSocket, 64),
+		held:    make(chan func(), 1),
+	}
 	for _, nsp := range []socket.Namespace{ts.io.Sockets(), ts.io.Of("/admin", nil)} {
 		nsp.Use(func(s *socket.Socket, next func(*socket.ExtendedError)) {
-			if auth, _ := s.Handshake().Auth.(map[string]any); auth["token"] == "bad" {
+			auth, _ := s.Handshake().Auth.(map[string]any)
+			if auth["token"] == "bad" {
 				next(socket.NewExtendedError("unauthorized", map[string]any{"code": "unauthorized"}))
+				return
+			}
+			// The first CONNECT with auth.hold stays unanswered until the
+			// test calls the continuation it finds in ts.held.
+			if auth["hold"] == true && ts.holding.CompareAndSwap(false, true) {
+				ts.held <- func() { next(nil) }
 				return
 			}
 			// Registered here, before the CONNECT reply goes out, so that
@@ -335,6 +349,42 @@ func TestConnectError(t *testing.T) {
 	}
 }
 
+// TestConnectRetry holds the first CONNECT unanswered, as zishang520 does
+// when it drops one: Dial starts over on a new session.
+func TestConnectRetry(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			ts := newTestServer(t)
+			c := dial(t, ts, tr, func(o *sioclient.Options) {
+				o.Auth = map[string]any{"hold": true}
+				o.ConnectRetry = 50 * time.Millisecond
+			})
+			ss := ts.nextSocket(t)
+			assert.Equal(t, string(ss.Id()), c.SID())
+			assert.Equal(t, ss.Conn().Id(), c.EngineSID(), "the second session is the one kept")
+			got, err := c.EmitWithAck(context.Background(), "echo", "retried")
+			require.NoError(t, err)
+			assert.Equal(t, []any{"retried"}, got)
+			(<-ts.held)() // the first session is closed: the server drops it
+		})
+	}
+}
+
+func TestConnectRetryDisabled(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			ts := newTestServer(t)
+			c, err := sioclient.Dial(context.Background(), sioclient.Options{
+				URL: ts.URL, Transport: tr, Auth: map[string]any{"hold": true},
+				ConnectRetry: -1, Timeout: 200 * time.Millisecond,
+			})
+			assert.Nil(t, c)
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			(<-ts.held)()
+		})
+	}
+}
+
 func TestDialErrors(t *testing.T) {
 	ts := newTestServer(t)
 	cases := []struct {
@@ -470,8 +520,13 @@ func TestClose(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			// Registered first, so it runs after the server is shut down.
+			// The server's own stray timers are not the client's; see
+			// main_test.go.
 			ignore := goleak.IgnoreCurrent()
-			t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+			t.Cleanup(func() {
+				goleak.VerifyNone(t, ignore,
+					goleak.IgnoreTopFunction("github.com/zishang520/engine.io/v2/utils.SetTimeout.func1"))
+			})
 
 			ts := newTestServer(t)
 			c := dial(t, ts, tr)

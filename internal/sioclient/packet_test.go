@@ -88,7 +88,7 @@ func (f *fakeTransport) write(p string) error {
 
 func (f *fakeTransport) run(func(string) error) error {
 	<-f.stop
-	return errStopped
+	return errors.New("fake transport closed")
 }
 
 func (f *fakeTransport) close(bool) { f.once.Do(func() { close(f.stop) }) }

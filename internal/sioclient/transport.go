@@ -1,9 +1,6 @@
 package sioclient
 
-import (
-	"errors"
-	"time"
-)
+import "time"
 
 // transport carries Engine.IO text packets. write may be called concurrently
 // with itself, run and close; run is called once, by the client's reader
@@ -16,16 +13,20 @@ type transport interface {
 	run(handle func(packet string) error) error
 	// close tears the transport down; graceful first tells the server
 	// (websocket close frame, or Engine.IO close packet when polling) and
-	// waits, up to the write timeout, for run to end. It is idempotent and
+	// waits, up to closeGrace, for run to end. It is idempotent and
 	// never called by run itself.
 	close(graceful bool)
 }
 
-// errStopped ends run after a graceful close.
-var errStopped = errors.New("sioclient: transport stopped")
+// closeGrace bounds how long a graceful close waits for the server to end
+// the session. A server that answers does so within milliseconds; one that
+// does not (zishang520 v2.5.0 can leave a GET that reached it just after the
+// close packet hanging forever) is then cut off.
+const closeGrace = 250 * time.Millisecond
 
-// awaitOrTimeout waits for ch to close, at most d.
+// awaitOrTimeout waits for ch to close, at most min(d, closeGrace).
 func awaitOrTimeout(ch <-chan struct{}, d time.Duration) {
+	d = min(d, closeGrace)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

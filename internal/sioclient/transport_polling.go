@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -31,13 +30,13 @@ type pollTransport struct {
 
 	wmu       sync.Mutex
 	closeOnce sync.Once
-	stopping  atomic.Bool   // run issues no further GET
 	runDone   chan struct{} // closed when run returns
 }
 
 // dialPolling performs the Engine.IO handshake GET.
 func dialPolling(ctx context.Context, u *url.URL, header http.Header, timeout time.Duration) (*pollTransport, handshake, error) {
 	rt := http.DefaultTransport.(*http.Transport).Clone()
+	rt.Proxy = nil // like the websocket dialer: always talk to the server itself
 	t := &pollTransport{
 		hc:      &http.Client{Transport: rt},
 		rt:      rt,
@@ -117,9 +116,6 @@ func (t *pollTransport) run(handle func(string) error) error {
 	}
 	t.pending = nil
 	for {
-		if t.stopping.Load() {
-			return errStopped
-		}
 		body, err := t.poll()
 		if err != nil {
 			return err
@@ -150,14 +146,15 @@ func handlePolled(p string, handle func(string) error) error {
 	return handle(p)
 }
 
-// close, when graceful, sends the Engine.IO close packet and lets the
-// outstanding GET finish (the server answers it on close) rather than
-// aborting it: zishang520 v2.5.0 races writing a poll response against the
-// aborted request's handler returning.
+// close, when graceful, sends the Engine.IO close packet and lets run poll
+// until the server has closed the session (a close packet, or an error for
+// the unknown sid) instead of aborting the outstanding GET. zishang520 v2.5.0
+// races writing a poll response against an aborted request's handler
+// returning, and, when it closed the session itself, keeps a 30s timer until
+// one more GET collects the close packet.
 func (t *pollTransport) close(graceful bool) {
 	t.closeOnce.Do(func() {
 		if graceful {
-			t.stopping.Store(true)
 			if t.write(string(engineClose)) == nil {
 				awaitOrTimeout(t.runDone, t.timeout)
 			}
