@@ -22,6 +22,7 @@ type conn struct {
 	ctx    context.Context // cancelled when the socket goes away
 	cancel context.CancelFunc
 	seq    *seqparser.Sequencer
+	gate   *seqparser.Gate // holds the client's first events until onConnection
 
 	resumed     bool
 	resumeToken string
@@ -81,6 +82,7 @@ func refusal(err error) *socket.ExtendedError {
 // newConn runs the connect hooks and resolves the session.
 func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 	hs := sock.Handshake()
+	gate := seqparser.TakeGate(hs.Auth)
 	var token, resume string
 	if m, ok := hs.Auth.(map[string]any); ok {
 		token, _ = m["token"].(string)
@@ -97,6 +99,7 @@ func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 		ctx:    ctx,
 		cancel: cancel,
 		seq:    seqparser.NewSequencer(s.opts.MaxPendingEvents),
+		gate:   gate,
 		token:  token,
 		header: http.Header(hs.Headers),
 		caller: Caller{SocketID: string(sock.Id()), Address: addr},
@@ -186,6 +189,8 @@ func (s *Server) onConnection(args ...any) {
 	}); err != nil {
 		s.logger.Error("socketio: cannot listen for disconnect", "err", err)
 	}
+	// Listening now: let the events the client sent meanwhile through.
+	c.gate.Open()
 	connected := map[string]any{
 		"session_id":   c.caller.SessionID,
 		"resume_token": c.resumeToken,

@@ -89,7 +89,9 @@ func withHeader(k, v string) dialOption {
 // test ends.
 func (ts *testServer) dialErr(t *testing.T, transport string, opts ...dialOption) (*sioclient.Client, error) {
 	t.Helper()
-	o := sioclient.Options{URL: ts.URL, Transport: transport, Timeout: 5 * time.Second}
+	// The client's workarounds for bare v2.5.0 races are off: the library
+	// must not need them.
+	o := sioclient.Options{URL: ts.URL, Transport: transport, Timeout: 5 * time.Second, ConnectRetry: -1, Settle: -1}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -12,6 +12,13 @@
 //     recovers panics and refuses such frames with an error, which makes
 //     the server close only the offending connection.
 //
+// A third defect: v2.5.0 sends the CONNECT reply before it registers the
+// new socket, and registers it before the application's "connection"
+// handler can listen to it; an event that arrives in between closes the
+// connection or is silently lost. So the decoder holds a tracked
+// namespace's events after its CONNECT until the application opens the
+// Gate it finds in the handshake's auth object (see TakeGate).
+//
 // It also rewrites JSON escapes of lone UTF-16 surrogates (which Go's JSON
 // decoder would silently turn into U+FFFD) into \u0000, so that text
 // validation can reject them.
@@ -104,6 +111,7 @@ func (p *Parser) NewDecoder() parser.Decoder {
 		parser:       p,
 		inner:        p.inner.NewDecoder(),
 		seq:          map[string]Seq{},
+		gates:        map[string]*Gate{},
 	}
 	d.inner.On("decoded", d.ondecoded)
 	return d
@@ -116,7 +124,8 @@ type decoder struct {
 	parser *Parser
 	inner  parser.Decoder
 	seq    map[string]Seq
-	bad    error // set by ondecoded when a decoded packet is refused
+	gates  map[string]*Gate // by namespace, from its CONNECT on
+	bad    error            // set by ondecoded when a decoded packet is refused
 }
 
 // ErrMalformed is returned for frames this decoder refuses.
@@ -184,6 +193,12 @@ func (d *decoder) ondecoded(args ...any) {
 			n := d.seq[p.Nsp]
 			d.seq[p.Nsp] = n + 1
 			p.Data = append(data, n)
+			if g := d.gates[p.Nsp]; g != nil {
+				if !g.pass(p) {
+					d.bad = fmt.Errorf("%w: too many events before the connection was ready", ErrMalformed)
+				}
+				return
+			}
 		}
 	case parser.ACK, parser.BINARY_ACK:
 		if _, ok := p.Data.([]any); !ok {
@@ -192,8 +207,86 @@ func (d *decoder) ondecoded(args ...any) {
 		}
 	case parser.CONNECT:
 		delete(d.seq, p.Nsp)
+		if d.parser.isTracked(p.Nsp) {
+			auth, _ := p.Data.(map[string]any)
+			if auth == nil {
+				auth = map[string]any{}
+			}
+			g := &Gate{emit: func(p *parser.Packet) { d.Emit("decoded", p) }}
+			auth[gateKey] = g
+			p.Data = auth
+			d.gates[p.Nsp] = g
+		}
 	}
 	d.Emit("decoded", p)
+}
+
+// gateKey is where a CONNECT's auth object carries its Gate. JSON cannot
+// produce a *Gate, so a client cannot forge one.
+const gateKey = "\x00seqparser.gate"
+
+// maxHeld bounds the events a Gate holds.
+const maxHeld = 1024
+
+// Gate holds the events a client sends after CONNECT until the
+// application is listening. It is safe for concurrent use.
+type Gate struct {
+	mu   sync.Mutex
+	open bool
+	held []*parser.Packet
+	emit func(*parser.Packet)
+}
+
+// TakeGate removes the Gate from a handshake's auth object and returns it,
+// or nil when there is none (the namespace is not tracked, or the
+// connection started before the parser was installed).
+func TakeGate(auth any) *Gate {
+	m, ok := auth.(map[string]any)
+	if !ok {
+		return nil
+	}
+	g, _ := m[gateKey].(*Gate)
+	delete(m, gateKey)
+	return g
+}
+
+// pass emits p now if the gate is open, or holds it. It reports false when
+// too many events are held.
+func (g *Gate) pass(p *parser.Packet) bool {
+	g.mu.Lock()
+	if !g.open {
+		if len(g.held) >= maxHeld {
+			g.mu.Unlock()
+			return false
+		}
+		g.held = append(g.held, p)
+		g.mu.Unlock()
+		return true
+	}
+	g.mu.Unlock()
+	g.emit(p)
+	return true
+}
+
+// Open lets events through, first the held ones in order. Only the first
+// call does anything; a nil Gate is a no-op.
+func (g *Gate) Open() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	if g.open {
+		g.mu.Unlock()
+		return
+	}
+	// Emit the held events while still holding the lock, so that an event
+	// decoded meanwhile cannot overtake them.
+	for _, p := range g.held {
+		g.emit(p)
+	}
+	g.held = nil
+	g.open = true
+	g.mu.Unlock()
 }
 
 // hasSurrogateEscape is a fast pre-check for RewriteLoneSurrogates.

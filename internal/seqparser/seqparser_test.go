@@ -37,6 +37,10 @@ func newDecoder(t *testing.T, tracked ...string) (*seqparser.Parser, parser.Deco
 		pkt, ok := args[0].(*parser.Packet)
 		require.True(t, ok, "decoded %T", args[0])
 		rec.packets = append(rec.packets, pkt)
+		if pkt.Type == parser.CONNECT {
+			// The application is listening at once.
+			seqparser.TakeGate(pkt.Data).Open()
+		}
 	}))
 	return p, d, rec
 }
@@ -87,7 +91,7 @@ func TestDecoderTagsEvents(t *testing.T) {
 			tracked: []string{"/"},
 			frames:  []any{`0`, `2["a"]`, `2["b"]`, `0{"token":"x"}`, `2["c"]`},
 			want: []pkt{
-				{parser.CONNECT, "/", nil, nil},
+				{parser.CONNECT, "/", nil, map[string]any{}},
 				{parser.EVENT, "/", nil, []any{"a", s(0)}},
 				{parser.EVENT, "/", nil, []any{"b", s(1)}},
 				{parser.CONNECT, "/", nil, map[string]any{"token": "x"}},
@@ -104,7 +108,7 @@ func TestDecoderTagsEvents(t *testing.T) {
 				{parser.EVENT, "/chat", nil, []any{"x", s(0)}},
 				{parser.EVENT, "/", nil, []any{"b", s(1)}},
 				{parser.EVENT, "/chat", id(7), []any{"y", s(1)}},
-				{parser.CONNECT, "/chat", nil, nil},
+				{parser.CONNECT, "/chat", nil, map[string]any{}},
 				{parser.EVENT, "/chat", nil, []any{"z", s(0)}},
 				{parser.EVENT, "/", nil, []any{"c", s(2)}},
 			},
@@ -428,4 +432,52 @@ func TestRewriteLoneSurrogates(t *testing.T) {
 			assert.Equal(t, tc.want, seqparser.RewriteLoneSurrogates(tc.in))
 		})
 	}
+}
+
+// TestGateHoldsEventsUntilOpen: after a tracked namespace's CONNECT, events
+// wait for the application to open the gate, then pass in order.
+func TestGateHoldsEventsUntilOpen(t *testing.T) {
+	p := seqparser.New(nil)
+	require.True(t, p.Track("/"))
+	d := p.NewDecoder()
+	t.Cleanup(d.Destroy)
+	var got []*parser.Packet
+	var gate *seqparser.Gate
+	require.NoError(t, d.On("decoded", func(args ...any) {
+		pkt := args[0].(*parser.Packet)
+		if pkt.Type == parser.CONNECT {
+			gate = seqparser.TakeGate(pkt.Data)
+			assert.Equal(t, map[string]any{"token": "x"}, pkt.Data, "the gate is taken out of the auth object")
+		}
+		got = append(got, pkt)
+	}))
+	require.NoError(t, d.Add(`0{"token":"x"}`))
+	require.NotNil(t, gate)
+	require.NoError(t, d.Add(`2["a"]`))
+	require.NoError(t, d.Add(`2["b"]`))
+	require.Len(t, got, 1, "events are held")
+	gate.Open()
+	require.NoError(t, d.Add(`2["c"]`))
+	require.Len(t, got, 4)
+	for i, name := range []string{"a", "b", "c"} {
+		assert.Equal(t, name, got[i+1].Data.([]any)[0])
+	}
+	gate.Open() // idempotent
+	var none *seqparser.Gate
+	none.Open() // nil-safe
+	assert.Nil(t, seqparser.TakeGate(map[string]any{"\x00seqparser.gate": "forged"}), "a client cannot forge a gate")
+}
+
+func TestGateBoundsHeldEvents(t *testing.T) {
+	p := seqparser.New(nil)
+	require.True(t, p.Track("/"))
+	d := p.NewDecoder()
+	t.Cleanup(d.Destroy)
+	require.NoError(t, d.On("decoded", func(...any) {}))
+	require.NoError(t, d.Add(`0`))
+	var err error
+	for i := 0; i < 5000 && err == nil; i++ {
+		err = d.Add(`2["x"]`)
+	}
+	require.ErrorIs(t, err, seqparser.ErrMalformed)
 }
