@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // AuthOptions configures an Auth. The zero value means the defaults; a zero
@@ -63,6 +65,23 @@ type AuthOptions struct {
 	// Logger receives state failures and refused tokens.
 	// default: slog.Default()
 	Logger *slog.Logger
+
+	// Redis, when set, holds the limits, the blocklist and the connection
+	// counts, shared by every node using the same RedisPrefix. The Auth
+	// does not close it. default: nil (in memory, this node only)
+	Redis redis.UniversalClient
+	// RedisPrefix starts every Redis key the Auth uses. default: "qa:"
+	RedisPrefix string
+	// LeaseTTL is how long a connection slot held in Redis outlives its
+	// node: each node renews its slots every LeaseTTL/3, so the slots of a
+	// node that dies without releasing them lapse after LeaseTTL. Nodes
+	// sharing a prefix should use the same value. default: 30s
+	LeaseTTL time.Duration
+	// BlocklistCacheTTL is how long a node answers blocklist lookups from
+	// its copy of the Redis blocklist: a block or unblock made on another
+	// node takes effect here within this time (at once on the node that
+	// made it). default: 1s
+	BlocklistCacheTTL time.Duration
 }
 
 func (o AuthOptions) withDefaults() AuthOptions {
@@ -89,6 +108,15 @@ func (o AuthOptions) withDefaults() AuthOptions {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.RedisPrefix == "" {
+		o.RedisPrefix = "qa:"
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 30 * time.Second
+	}
+	if o.BlocklistCacheTTL <= 0 {
+		o.BlocklistCacheTTL = time.Second
 	}
 	o.QuestionRules = slices.Clone(o.QuestionRules)
 	o.TrustedProxies = slices.Clone(o.TrustedProxies)
@@ -125,9 +153,10 @@ type ConnectionStats struct {
 //
 // Concurrency: all methods are safe for concurrent use. Limits are enforced
 // atomically: goroutines racing for the last connection slots or question
-// reservations never exceed a limit. Methods that take a ctx may one day
-// reach a shared store; today the state is in memory and ctx is not
-// consulted by it, but it is passed to RoomPolicy and TokenVerifier.
+// reservations never exceed a limit, on one node or, with
+// AuthOptions.Redis, on all nodes together. Methods that take a ctx pass it
+// to the Redis state (the memory state ignores it), to RoomPolicy and to
+// TokenVerifier.
 type Auth struct {
 	opts    AuthOptions
 	logger  *slog.Logger
@@ -172,6 +201,12 @@ func newAuth(opts AuthOptions, cfg authConfig) (*Auth, error) {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
+	if cfg.state == nil && opts.Redis != nil {
+		cfg.state = newRedisAuthState(opts.Redis, redisAuthConfig{
+			prefix: opts.RedisPrefix, leaseTTL: opts.LeaseTTL, cacheTTL: opts.BlocklistCacheTTL,
+			now: cfg.now, logger: opts.Logger,
+		})
+	}
 	if cfg.state == nil {
 		cfg.state = newMemoryAuthState()
 	}
@@ -207,12 +242,17 @@ func (a *Auth) Options() AuthOptions {
 	return o
 }
 
-// Close stops the background sweeper and waits for it to exit. It is
-// idempotent and always returns nil. The Auth keeps answering after Close,
-// but idle rate-limit windows are then dropped only lazily.
+// Close stops the background sweeper and waits for it to exit. With Redis,
+// it also stops renewing this node's connection leases and releases them
+// (best effort, within 2s; what it cannot release lapses after LeaseTTL).
+// It is idempotent and always returns nil. The Auth keeps answering after
+// Close, but idle rate-limit windows are then dropped only lazily.
 func (a *Auth) Close() error {
 	a.closeOnce.Do(func() { close(a.stop) })
 	<-a.done
+	if c, ok := a.state.(interface{ close() }); ok {
+		c.close()
+	}
 	return nil
 }
 
