@@ -3,6 +3,7 @@ package socketio
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -105,9 +106,15 @@ func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 		caller: Caller{SocketID: string(sock.Id()), Address: addr},
 	}
 	ev := &ConnectEvent{Caller: c.caller, Token: token, Header: hs.Headers}
-	if err := s.hooks.runBefore(beforeConnect, func(h Hook) error {
-		return h.(BeforeConnectHook).BeforeConnect(ctx, ev)
-	}); err != nil {
+	hctx, hcancel := context.WithTimeout(ctx, s.opts.StorageTimeout)
+	err := s.hooks.runBefore(beforeConnect, func(h Hook) error {
+		return h.(BeforeConnectHook).BeforeConnect(hctx, ev)
+	})
+	if err != nil && hctx.Err() != nil && ErrorCode(err) == "" {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	hcancel()
+	if err != nil {
 		cancel()
 		return nil, err
 	}
@@ -304,7 +311,14 @@ func (c *conn) handle(name string, args []any, ack socket.Ack) {
 		var p payload
 		p, err = parsePayload(args, h.shorthand)
 		if err == nil {
-			reply, err = h.fn(c, p)
+			// A request's hooks and storage calls share one deadline, so a
+			// slow or unreachable backend answers unavailable in time.
+			ctx, cancel := context.WithTimeout(c.ctx, c.srv.opts.StorageTimeout)
+			reply, err = h.fn(c, ctx, p)
+			if err != nil && ctx.Err() != nil && ErrorCode(err) == "" {
+				err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			cancel()
 		}
 	}
 	c.reply(name, h.replyEvent, ack, reply, err)

@@ -25,7 +25,7 @@ var requestHandlers = map[string]requestHandler{
 type requestHandler struct {
 	replyEvent string
 	shorthand  string
-	fn         func(c *conn, p payload) (map[string]any, error)
+	fn         func(c *conn, ctx context.Context, p payload) (map[string]any, error)
 }
 
 // Limits of PROTOCOL.md that are not configurable through AuthOptions.
@@ -157,7 +157,7 @@ func (c *conn) roomField(p payload) (string, error) {
 	return room, validRoomName(room, c.srv.isSocketID)
 }
 
-func (c *conn) joinRoom(p payload) (map[string]any, error) {
+func (c *conn) joinRoom(ctx context.Context, p payload) (map[string]any, error) {
 	room, err := c.roomField(p)
 	if err != nil {
 		return nil, err
@@ -165,31 +165,31 @@ func (c *conn) joinRoom(p payload) (map[string]any, error) {
 	ev := &RoomEvent{Caller: c.caller, Room: room, Joined: len(c.rooms())}
 	if !c.inRoom(room) {
 		if err := c.srv.hooks.runBefore(beforeJoinRoom, func(h Hook) error {
-			return h.(BeforeJoinRoomHook).BeforeJoinRoom(c.ctx, ev)
+			return h.(BeforeJoinRoomHook).BeforeJoinRoom(ctx, ev)
 		}); err != nil {
 			return nil, toWireError(err, CodeForbidden)
 		}
 		c.join(room)
 	}
 	ev.Members = c.srv.roomSize(room)
-	c.srv.hooks.runAfter(afterJoinRoom, func(h Hook) { h.(AfterJoinRoomHook).AfterJoinRoom(c.ctx, ev) })
+	c.srv.hooks.runAfter(afterJoinRoom, func(h Hook) { h.(AfterJoinRoomHook).AfterJoinRoom(ctx, ev) })
 	return map[string]any{"room": room, "members": ev.Members}, nil
 }
 
-func (c *conn) leaveRoom(p payload) (map[string]any, error) {
+func (c *conn) leaveRoom(ctx context.Context, p payload) (map[string]any, error) {
 	room, err := c.roomField(p)
 	if err != nil {
 		return nil, err
 	}
 	ev := &RoomEvent{Caller: c.caller, Room: room, Joined: len(c.rooms())}
 	if err := c.srv.hooks.runBefore(beforeLeaveRoom, func(h Hook) error {
-		return h.(BeforeLeaveRoomHook).BeforeLeaveRoom(c.ctx, ev)
+		return h.(BeforeLeaveRoomHook).BeforeLeaveRoom(ctx, ev)
 	}); err != nil {
 		return nil, toWireError(err, CodeForbidden)
 	}
 	c.leave(room)
 	ev.Members = c.srv.roomSize(room)
-	c.srv.hooks.runAfter(afterLeaveRoom, func(h Hook) { h.(AfterLeaveRoomHook).AfterLeaveRoom(c.ctx, ev) })
+	c.srv.hooks.runAfter(afterLeaveRoom, func(h Hook) { h.(AfterLeaveRoomHook).AfterLeaveRoom(ctx, ev) })
 	return map[string]any{"room": room}, nil
 }
 
@@ -237,7 +237,7 @@ func parseAsk(p payload, limits AuthOptions, isSocketID func(string) bool) (askR
 	return r, nil
 }
 
-func (c *conn) askQuestion(p payload) (map[string]any, error) {
+func (c *conn) askQuestion(ctx context.Context, p payload) (map[string]any, error) {
 	s := c.srv
 	req, err := parseAsk(p, s.auth.Options(), s.isSocketID)
 	if err != nil {
@@ -254,7 +254,7 @@ func (c *conn) askQuestion(p payload) (map[string]any, error) {
 		}
 	}
 	if err := s.hooks.runBefore(beforeQuestion, func(h Hook) error {
-		return h.(BeforeQuestionHook).BeforeQuestion(c.ctx, ev)
+		return h.(BeforeQuestionHook).BeforeQuestion(ctx, ev)
 	}); err != nil {
 		undo()
 		return nil, toWireError(err, CodeForbidden)
@@ -274,7 +274,7 @@ func (c *conn) askQuestion(p payload) (map[string]any, error) {
 	return map[string]any{"task_id": task.task.ID, "status": string(TaskPending)}, nil
 }
 
-func (c *conn) getSuggestions(p payload) (map[string]any, error) {
+func (c *conn) getSuggestions(ctx context.Context, p payload) (map[string]any, error) {
 	query, _, err := p.string("query", true)
 	if err != nil {
 		return nil, err
@@ -289,12 +289,10 @@ func (c *conn) getSuggestions(p payload) (map[string]any, error) {
 	}
 	ev := &SuggestionsEvent{Caller: c.caller, Query: query, Limit: limit}
 	if err := c.srv.hooks.runBefore(beforeSuggestions, func(h Hook) error {
-		return h.(BeforeSuggestionsHook).BeforeSuggestions(c.ctx, ev)
+		return h.(BeforeSuggestionsHook).BeforeSuggestions(ctx, ev)
 	}); err != nil {
 		return nil, toWireError(err, CodeForbidden)
 	}
-	ctx, cancel := c.requestCtx()
-	defer cancel()
 	list, err := c.srv.suggester.Suggest(ctx, query, limit)
 	if err != nil {
 		return nil, storageErr(err)
@@ -306,11 +304,11 @@ func (c *conn) getSuggestions(p payload) (map[string]any, error) {
 		list = []string{}
 	}
 	ev.Suggestions = list
-	c.srv.hooks.runAfter(afterSuggestions, func(h Hook) { h.(AfterSuggestionsHook).AfterSuggestions(c.ctx, ev) })
+	c.srv.hooks.runAfter(afterSuggestions, func(h Hook) { h.(AfterSuggestionsHook).AfterSuggestions(ctx, ev) })
 	return map[string]any{"query": query, "suggestions": list}, nil
 }
 
-func (c *conn) getHistory(p payload) (map[string]any, error) {
+func (c *conn) getHistory(ctx context.Context, p payload) (map[string]any, error) {
 	limit, err := p.limit("limit", defaultHistoryLimit, maxHistoryLimit)
 	if err != nil {
 		return nil, err
@@ -321,12 +319,10 @@ func (c *conn) getHistory(p payload) (map[string]any, error) {
 	}
 	ev := &HistoryEvent{Caller: c.caller, Owner: c.owner, Limit: limit, Before: before}
 	if err := c.srv.hooks.runBefore(beforeHistory, func(h Hook) error {
-		return h.(BeforeHistoryHook).BeforeHistory(c.ctx, ev)
+		return h.(BeforeHistoryHook).BeforeHistory(ctx, ev)
 	}); err != nil {
 		return nil, toWireError(err, CodeForbidden)
 	}
-	ctx, cancel := c.requestCtx()
-	defer cancel()
 	items, more, err := c.srv.storage.History(ctx, ev.Owner, before, limit)
 	if err != nil {
 		return nil, storageErr(err)
@@ -335,7 +331,7 @@ func (c *conn) getHistory(p payload) (map[string]any, error) {
 		items[i] = c.srv.tasks.settleIfStale(ctx, items[i])
 	}
 	ev.Items = items
-	c.srv.hooks.runAfter(afterHistory, func(h Hook) { h.(AfterHistoryHook).AfterHistory(c.ctx, ev) })
+	c.srv.hooks.runAfter(afterHistory, func(h Hook) { h.(AfterHistoryHook).AfterHistory(ctx, ev) })
 	wire := make([]map[string]any, len(items))
 	for i, t := range items {
 		wire[i] = wireTask(t)
@@ -343,32 +339,28 @@ func (c *conn) getHistory(p payload) (map[string]any, error) {
 	return map[string]any{"items": wire, "has_more": more}, nil
 }
 
-func (c *conn) clearHistory(p payload) (map[string]any, error) {
+func (c *conn) clearHistory(ctx context.Context, p payload) (map[string]any, error) {
 	ev := &ClearHistoryEvent{Caller: c.caller, Owner: c.owner}
 	if err := c.srv.hooks.runBefore(beforeClearHistory, func(h Hook) error {
-		return h.(BeforeClearHistoryHook).BeforeClearHistory(c.ctx, ev)
+		return h.(BeforeClearHistoryHook).BeforeClearHistory(ctx, ev)
 	}); err != nil {
 		return nil, toWireError(err, CodeForbidden)
 	}
-	ctx, cancel := c.requestCtx()
-	defer cancel()
 	n, err := c.srv.storage.ClearHistory(ctx, ev.Owner)
 	if err != nil {
 		return nil, storageErr(err)
 	}
 	ev.Deleted = n
-	c.srv.hooks.runAfter(afterClearHistory, func(h Hook) { h.(AfterClearHistoryHook).AfterClearHistory(c.ctx, ev) })
+	c.srv.hooks.runAfter(afterClearHistory, func(h Hook) { h.(AfterClearHistoryHook).AfterClearHistory(ctx, ev) })
 	return map[string]any{"deleted": n}, nil
 }
 
 // ownTask loads a task of the caller's; another owner's task is not_found.
-func (c *conn) ownTask(p payload) (Task, error) {
+func (c *conn) ownTask(ctx context.Context, p payload) (Task, error) {
 	id, _, err := p.string("task_id", true)
 	if err != nil {
 		return Task{}, err
 	}
-	ctx, cancel := c.requestCtx()
-	defer cancel()
 	t, err := c.srv.storage.Task(ctx, c.owner, id)
 	if errors.Is(err, ErrNotFound) || err == nil && t.Owner != c.owner {
 		return Task{}, NewError(CodeNotFound, "no such task")
@@ -379,16 +371,16 @@ func (c *conn) ownTask(p payload) (Task, error) {
 	return c.srv.tasks.settleIfStale(ctx, t), nil
 }
 
-func (c *conn) getTask(p payload) (map[string]any, error) {
-	t, err := c.ownTask(p)
+func (c *conn) getTask(ctx context.Context, p payload) (map[string]any, error) {
+	t, err := c.ownTask(ctx, p)
 	if err != nil {
 		return nil, err
 	}
 	return map[string]any{"task": wireTask(t)}, nil
 }
 
-func (c *conn) cancelTask(p payload) (map[string]any, error) {
-	t, err := c.ownTask(p)
+func (c *conn) cancelTask(ctx context.Context, p payload) (map[string]any, error) {
+	t, err := c.ownTask(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -401,10 +393,6 @@ func (c *conn) cancelTask(p payload) (map[string]any, error) {
 	return map[string]any{"task_id": t.ID, "status": string(t.Status)}, nil
 }
 
-// requestCtx bounds the storage work of one request.
-func (c *conn) requestCtx() (context.Context, context.CancelFunc) {
-	return c.srv.storageCtx()
-}
 
 // wireTask renders a Task as PROTOCOL.md's Task object.
 func wireTask(t Task) map[string]any {
