@@ -1,12 +1,16 @@
 package socketio
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // resumeSigner makes and checks resume tokens: "<session id>.<mac>", where
@@ -51,4 +55,26 @@ func newID(prefix string) string {
 // formatTime renders t as PROTOCOL.md wants: RFC 3339, UTC, milliseconds.
 func formatTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// sharedSecret returns the resume-token secret stored at key, storing a new
+// random one first if there is none, so that every node sharing the Redis
+// signs and verifies with the same secret without configuration.
+func sharedSecret(ctx context.Context, rdb redis.UniversalClient, key string) ([]byte, error) {
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, err
+	}
+	if err := rdb.SetNX(ctx, key, base64.RawStdEncoding.EncodeToString(fresh), 0).Err(); err != nil {
+		return nil, fmt.Errorf("%w: storing the shared secret: %w", ErrUnavailable, err)
+	}
+	v, err := rdb.Get(ctx, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading the shared secret: %w", ErrUnavailable, err)
+	}
+	secret, err := base64.RawStdEncoding.DecodeString(v)
+	if err != nil || len(secret) < 16 {
+		return nil, fmt.Errorf("socketio: the shared secret at %q is not a base64 secret of 16 bytes or more", key)
+	}
+	return secret, nil
 }

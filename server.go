@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio/internal/seqparser"
@@ -21,11 +22,23 @@ import (
 type Options struct {
 	// Namespace is the Socket.IO namespace to serve. default: "/"
 	Namespace string
-	// Storage keeps sessions, tasks and history. default: a MemoryStorage
-	// that the Server owns and closes.
+	// Redis, when set, is the state every node using it shares (with the
+	// same RedisPrefix): the default Storage is a RedisStorage on it, the
+	// default Auth keeps its limits, blocklist and connection counts in it,
+	// and, when Secret is unset, the nodes agree through it on the secret
+	// that signs resume tokens. The caller owns the client and closes it
+	// after Close. default: nil (all state in this process)
+	Redis redis.UniversalClient
+	// RedisPrefix prefixes every key the service writes to Redis.
+	// default: "qa:"
+	RedisPrefix string
+	// Storage keeps sessions, tasks and history. default: a RedisStorage
+	// when Redis is set, otherwise a MemoryStorage; either is owned and
+	// closed by the Server.
 	Storage Storage
-	// Auth holds the limits and access rules. default: NewAuth(AuthOptions{}),
-	// owned and closed by the Server.
+	// Auth holds the limits and access rules. default: NewAuth with Redis
+	// (when set) and otherwise default options, owned and closed by the
+	// Server.
 	Auth *Auth
 	// KnowledgeBase, when set, provides the default Answerer and Suggester.
 	KnowledgeBase *KnowledgeBase
@@ -43,8 +56,9 @@ type Options struct {
 	// AnswerTimeout bounds one answer; past it the task fails with
 	// "timeout". default: 2m
 	AnswerTimeout time.Duration
-	// StorageTimeout bounds each storage call made on behalf of a request.
-	// default: 5s
+	// StorageTimeout bounds the work of one request or connection attempt
+	// (its hooks and storage calls), and each storage call of an answer:
+	// past it, the client is told "unavailable". default: 5s
 	StorageTimeout time.Duration
 	// MaxOpenTasks is how many unfinished tasks a session may have.
 	// default: 3
@@ -83,6 +97,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.RedisPrefix == "" {
+		o.RedisPrefix = "qa:"
 	}
 	return o
 }
@@ -164,14 +181,19 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 
 	s.auth = opts.Auth
 	if s.auth == nil {
-		a, err := NewAuth(AuthOptions{Logger: opts.Logger})
+		a, err := NewAuth(AuthOptions{Logger: opts.Logger, Redis: opts.Redis, RedisPrefix: opts.RedisPrefix})
 		if err != nil {
 			return fail(err)
 		}
 		s.auth, s.ownAuth = a, true
 	}
 	s.storage = opts.Storage
-	if s.storage == nil {
+	switch {
+	case s.storage != nil:
+	case opts.Redis != nil:
+		r := NewRedisStorage(opts.Redis, RedisStorageOptions{Prefix: opts.RedisPrefix})
+		s.storage, s.ownStorage = r, r
+	default:
 		m := NewMemoryStorage(StorageOptions{})
 		s.storage, s.ownStorage = m, m
 	}
@@ -188,7 +210,16 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 		s.suggester = NewSuggester(opts.KnowledgeBase, s.storage.PopularQuestions)
 	}
 	secret := opts.Secret
-	if len(secret) == 0 {
+	switch {
+	case len(secret) > 0:
+	case opts.Redis != nil:
+		ctx, cancel := context.WithTimeout(context.Background(), opts.StorageTimeout)
+		secret, err = sharedSecret(ctx, opts.Redis, opts.RedisPrefix+"resume-secret")
+		cancel()
+		if err != nil {
+			return fail(fmt.Errorf("socketio: Register: %w", err))
+		}
+	default:
 		secret = make([]byte, 32)
 		if _, err := rand.Read(secret); err != nil {
 			return fail(err)

@@ -222,7 +222,7 @@ func (r *taskRunner) endedBy(run *taskRun) TaskUpdate {
 // stored.
 func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	s := r.srv
-	u.At = time.Now().UTC()
+	u.At = time.Now().UTC().Truncate(time.Millisecond)
 	sctx, cancel := s.storageCtx()
 	t, applied, err := s.storage.UpdateTask(sctx, run.task.Owner, run.task.ID, u)
 	cancel()
@@ -230,10 +230,14 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 		s.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
 		return Task{}, storageErr(err)
 	}
-	if !applied {
+	if !applied && !ownWrite(t, u) {
 		return t, nil
 	}
 	run.mu.Lock()
+	if run.done { // finished here already; this was a late second finisher
+		run.mu.Unlock()
+		return t, nil
+	}
 	run.done = true
 	run.task = t
 	r.pushStatus(run)
@@ -259,6 +263,13 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	ev := &AnswerEvent{Caller: run.caller, Task: t}
 	s.hooks.runAfter(afterAnswer, func(h Hook) { h.(AfterAnswerHook).AfterAnswer(context.WithoutCancel(run.ctx), ev) })
 	return t, nil
+}
+
+// ownWrite reports whether t already holds exactly update u: a client
+// library that retried the write after a lost reply sees "not applied" for
+// the write that did apply.
+func ownWrite(t Task, u TaskUpdate) bool {
+	return t.Status == u.Status && t.UpdatedAt.Equal(u.At.Truncate(time.Millisecond))
 }
 
 // cancel ends an unfinished task as cancelled; it returns the task as it

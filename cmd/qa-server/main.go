@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio"
@@ -44,6 +45,8 @@ type config struct {
 	shutdownTimeout  time.Duration
 	logLevel         string
 	trustedProxyList string
+	redisURL         string
+	redisPrefix      string
 }
 
 func main() {
@@ -97,6 +100,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.answerDelay, "answer-delay", envDur("QA_ANSWER_DELAY", 0), "pause before each streamed answer chunk, to mimic a slow model (env QA_ANSWER_DELAY)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("QA_SHUTDOWN_TIMEOUT", 10*time.Second), "how long answers in flight may finish on shutdown (env QA_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.logLevel, "log-level", envStr("QA_LOG_LEVEL", "info"), "debug, info, warn or error (env QA_LOG_LEVEL)")
+	fs.StringVar(&c.redisURL, "redis-url", envStr("REDIS_URL", ""), "Redis to share sessions, history, limits and the resume secret with other nodes, e.g. redis://127.0.0.1:6379/0; empty: everything in memory (env REDIS_URL)")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", envStr("QA_REDIS_PREFIX", "qa:"), "prefix of every Redis key (env QA_REDIS_PREFIX)")
 	fs.StringVar(&c.trustedProxyList, "trusted-proxies", envStr("QA_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For is believed (env QA_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -154,16 +159,38 @@ func run(args []string, getenv func(string) string) error {
 // service is what newService builds: the library's Server and the
 // Socket.IO server it is registered on.
 type service struct {
-	qa   *socketio.Server
-	io   *socket.Server
-	auth *socketio.Auth // passed to Register, so closed here
+	qa    *socketio.Server
+	io    *socket.Server
+	auth  *socketio.Auth // passed to Register, so closed here
+	redis *redis.Client  // nil without -redis-url
 }
 
-// Close stops the Q&A service, then the Socket.IO server.
+// Close stops the Q&A service, then the Socket.IO server and Redis.
 func (s *service) Close(ctx context.Context) error {
 	err := s.qa.Close(ctx)
 	s.io.Close(nil)
-	return errors.Join(err, s.auth.Close())
+	err = errors.Join(err, s.auth.Close())
+	if s.redis != nil {
+		err = errors.Join(err, s.redis.Close())
+	}
+	return err
+}
+
+// connectRedis opens the client for -redis-url and checks the server
+// answers, so that a wrong URL fails at start, not at the first request.
+func connectRedis(url string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("-redis-url: %w", err)
+	}
+	client := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		client.Close()
+		return nil, fmt.Errorf("-redis-url: %s does not answer: %w", opts.Addr, err)
+	}
+	return client, nil
 }
 
 // newService builds the Socket.IO server, registers the Q&A service on it
@@ -179,29 +206,49 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 			proxies = append(proxies, p)
 		}
 	}
-	auth, err := socketio.NewAuth(socketio.AuthOptions{
+	var rdb *redis.Client
+	if cfg.redisURL != "" {
+		if rdb, err = connectRedis(cfg.redisURL); err != nil {
+			return nil, nil, err
+		}
+	}
+	closeRedis := func() {
+		if rdb != nil {
+			rdb.Close()
+		}
+	}
+	authOpts := socketio.AuthOptions{
 		MaxConnectionsPerIP:        cfg.maxConnsPerIP,
 		MaxQuestionsPerMinute:      cfg.maxQPerMin,
 		MaxQuestionsPerMinutePerIP: cfg.maxQPerMinPerIP,
 		TrustedProxies:             proxies,
 		Logger:                     logger,
-	})
-	if err != nil {
-		return nil, nil, err
+		RedisPrefix:                cfg.redisPrefix,
 	}
-	io := socket.NewServer(nil, nil)
-	qa, err := socketio.Register(io, socketio.Options{
-		Auth:          auth,
+	opts := socketio.Options{
 		KnowledgeBase: kb,
 		Answerer:      kb.Answerer(socketio.KBAnswererOptions{ChunkDelay: cfg.answerDelay}),
 		Secret:        []byte(cfg.secret),
 		Logger:        logger,
-	})
+		RedisPrefix:   cfg.redisPrefix,
+	}
+	if rdb != nil {
+		authOpts.Redis, opts.Redis = rdb, rdb
+	}
+	auth, err := socketio.NewAuth(authOpts)
 	if err != nil {
-		auth.Close()
+		closeRedis()
 		return nil, nil, err
 	}
-	svc := &service{qa: qa, io: io, auth: auth}
+	opts.Auth = auth
+	io := socket.NewServer(nil, nil)
+	qa, err := socketio.Register(io, opts)
+	if err != nil {
+		auth.Close()
+		closeRedis()
+		return nil, nil, err
+	}
+	svc := &service{qa: qa, io: io, auth: auth, redis: rdb}
 
 	static, err := fs.Sub(webFS, "web")
 	if err != nil {

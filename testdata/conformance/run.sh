@@ -49,7 +49,10 @@ fi
 start_server() {
 	local log="$1"
 	# Port 0: the kernel picks a free port; the server logs the address.
-	QA_ANSWER_DELAY=30ms "$bin" -addr 127.0.0.1:0 -log-level info >"$log" 2>&1 &
+	# With REDIS_URL set the server keeps its state in Redis: a fresh key
+	# prefix per start gives each run fresh limits, as a fresh process
+	# does without Redis.
+	QA_REDIS_PREFIX="conformance:$$:$RANDOM:" QA_ANSWER_DELAY=30ms "$bin" -addr 127.0.0.1:0 -log-level info >"$log" 2>&1 &
 	server_pid=$!
 	local url=""
 	for _ in $(seq 1 200); do

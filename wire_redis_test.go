@@ -1,0 +1,185 @@
+package socketio_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/internal/sioclient"
+)
+
+// sharedRedis is a Redis that several test servers share: a miniredis, or
+// the real server named by REDIS_URL (with a key prefix of the test's own).
+type sharedRedis struct {
+	mr     *miniredis.Miniredis // nil for a real server
+	opts   *redis.Options
+	prefix string
+}
+
+// redisBackends returns the Redis servers a test runs against: miniredis
+// always, and the real server when REDIS_URL is set.
+func redisBackends(t *testing.T) map[string]func(t *testing.T) *sharedRedis {
+	t.Helper()
+	m := map[string]func(t *testing.T) *sharedRedis{
+		"miniredis": func(t *testing.T) *sharedRedis {
+			mr := miniredis.RunT(t)
+			return &sharedRedis{mr: mr, opts: &redis.Options{Addr: mr.Addr()}, prefix: "qa:"}
+		},
+	}
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		m["redis"] = func(t *testing.T) *sharedRedis {
+			o, err := redis.ParseURL(url)
+			require.NoError(t, err)
+			return &sharedRedis{opts: o, prefix: fmt.Sprintf("qatest:%d:%s:", time.Now().UnixNano(), t.Name())}
+		}
+	}
+	return m
+}
+
+// client returns a new client of the shared Redis, closed at cleanup.
+func (r *sharedRedis) client(t *testing.T) *redis.Client {
+	t.Helper()
+	o := *r.opts
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+	o.MaxRetries = -1
+	c := redis.NewClient(&o)
+	t.Cleanup(func() {
+		if r.mr == nil {
+			cleanPrefix(c, r.prefix)
+		}
+		c.Close()
+	})
+	return c
+}
+
+func cleanPrefix(c *redis.Client, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		c.Del(ctx, iter.Val())
+	}
+}
+
+// node starts one server on the shared Redis.
+func (r *sharedRedis) node(t *testing.T, opts socketio.Options) *testServer {
+	t.Helper()
+	opts.Redis = r.client(t)
+	opts.RedisPrefix = r.prefix
+	return startServer(t, opts)
+}
+
+func TestRedisNodesShareOneService(t *testing.T) {
+	for name, backend := range redisBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			r := backend(t)
+			newAuth := func() *socketio.Auth {
+				a, err := socketio.NewAuth(socketio.AuthOptions{
+					Redis: r.client(t), RedisPrefix: r.prefix,
+					MaxConnectionsPerIP: 3, MaxQuestionsPerMinutePerIP: 4,
+					TrustedProxies: []string{"127.0.0.0/8"}, BlocklistCacheTTL: 10 * time.Millisecond,
+				})
+				require.NoError(t, err)
+				t.Cleanup(func() { a.Close() })
+				return a
+			}
+			authA, authB := newAuth(), newAuth()
+			a := r.node(t, socketio.Options{Auth: authA})
+			b := r.node(t, socketio.Options{Auth: authB})
+
+			// One connection limit.
+			a.dial(t, sioclient.TransportWebsocket)
+			b.dial(t, sioclient.TransportWebsocket)
+			b.dial(t, sioclient.TransportPolling)
+			_, err := a.dialErr(t, sioclient.TransportWebsocket)
+			requireConnectError(t, err, "too_many_connections")
+
+			// One blocklist.
+			require.NoError(t, authA.BlockIP(context.Background(), "203.0.113.0/24", "abuse", 0))
+			require.Eventually(t, func() bool {
+				_, err := b.dialErr(t, sioclient.TransportWebsocket, withHeader("X-Forwarded-For", "203.0.113.5"))
+				var ce *sioclient.ConnectError
+				return errors.As(err, &ce) && ce.Message == "ip_blocked"
+			}, 5*time.Second, 20*time.Millisecond)
+
+			// One question rate per address (4), spread over both nodes.
+			qa, _ := a.dial(t, sioclient.TransportWebsocket, withHeader("X-Forwarded-For", "198.51.100.7"))
+			qb, _ := b.dial(t, sioclient.TransportWebsocket, withHeader("X-Forwarded-For", "198.51.100.7"))
+			for i := range 4 {
+				c := []*sioclient.Client{qa, qb}[i%2]
+				okReply(t, "ask", call(t, c, "ask_question", "What is Socket.IO?"))
+			}
+			assert.Equal(t, "rate_limited", errCode(t, call(t, qb, "ask_question", "What is Socket.IO?")))
+			assert.Equal(t, "rate_limited", errCode(t, call(t, qa, "ask_question", "What is Socket.IO?")))
+		})
+	}
+}
+
+func TestRedisResumeAfterRestart(t *testing.T) {
+	for name, backend := range redisBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			r := backend(t)
+			first := r.node(t, socketio.Options{})
+			c, hello := first.dial(t, sioclient.TransportWebsocket)
+			id := okReply(t, "ask", call(t, c, "ask_question", "What is Socket.IO?"))["task_id"]
+			answer := next(t, c, "answer")
+			require.NoError(t, c.Close())
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			require.NoError(t, first.QA.Close(ctx))
+
+			// A new server process: new secret unless shared, new memory.
+			second := r.node(t, socketio.Options{})
+			c2, again := second.dial(t, sioclient.TransportPolling, withAuth(map[string]any{"resume": hello["resume_token"]}))
+			assert.Equal(t, hello["session_id"], again["session_id"])
+			assert.Equal(t, true, again["resumed"])
+			task := okReply(t, "task", call(t, c2, "get_task", map[string]any{"task_id": id}))["task"].(map[string]any)
+			assert.Equal(t, "completed", task["status"])
+			assert.Equal(t, answer["answer"], task["answer"])
+			items := okReply(t, "history", call(t, c2, "get_history"))["items"].([]any)
+			require.Len(t, items, 1)
+		})
+	}
+}
+
+func TestRedisDownAndBack(t *testing.T) {
+	mr := miniredis.RunT(t)
+	r := &sharedRedis{mr: mr, opts: &redis.Options{Addr: mr.Addr()}, prefix: "qa:"}
+	ts := r.node(t, socketio.Options{StorageTimeout: 300 * time.Millisecond})
+	c, _ := ts.dial(t, sioclient.TransportWebsocket)
+	okReply(t, "history", call(t, c, "get_history"))
+
+	mr.Close()
+	for _, req := range []struct {
+		event string
+		args  []any
+	}{
+		{"get_history", nil},
+		{"ask_question", []any{"What is Socket.IO?"}},
+		{"clear_history", nil},
+		{"get_task", []any{map[string]any{"task_id": "t_x"}}},
+	} {
+		assert.Equal(t, "unavailable", errCode(t, call(t, c, req.event, req.args...)), req.event)
+	}
+	// What does not need Redis still works.
+	okReply(t, "join", call(t, c, "join_room", "lobby"))
+	_, err := ts.dialErr(t, sioclient.TransportWebsocket)
+	requireConnectError(t, err, "unavailable")
+
+	require.NoError(t, mr.Restart())
+	require.Eventually(t, func() bool {
+		return call(t, c, "get_history")["ok"] == true
+	}, 5*time.Second, 20*time.Millisecond)
+	ts.dial(t, sioclient.TransportWebsocket)
+	okReply(t, "ask", call(t, c, "ask_question", "What is Socket.IO?"))
+	next(t, c, "answer")
+}
