@@ -393,7 +393,6 @@ func (c *conn) cancelTask(ctx context.Context, p payload) (map[string]any, error
 	return map[string]any{"task_id": t.ID, "status": string(t.Status)}, nil
 }
 
-
 // wireTask renders a Task as PROTOCOL.md's Task object.
 func wireTask(t Task) map[string]any {
 	m := map[string]any{
