@@ -96,7 +96,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.maxConnsPerIP, "max-connections-per-ip", envInt("QA_MAX_CONNECTIONS_PER_IP", 10), "open connections allowed per client address (env QA_MAX_CONNECTIONS_PER_IP)")
 	fs.IntVar(&c.maxQPerMin, "max-questions-per-minute", envInt("QA_MAX_QUESTIONS_PER_MINUTE", 5), "questions per session in any 60 s window (env QA_MAX_QUESTIONS_PER_MINUTE)")
 	fs.IntVar(&c.maxQPerMinPerIP, "max-questions-per-minute-per-ip", envInt("QA_MAX_QUESTIONS_PER_MINUTE_PER_IP", 60), "questions per client address in any 60 s window (env QA_MAX_QUESTIONS_PER_MINUTE_PER_IP)")
-	fs.StringVar(&c.secret, "secret", envStr("QA_SECRET", ""), "secret that signs resume tokens; random per start when empty (env QA_SECRET)")
+	fs.StringVar(&c.secret, "secret", envStr("QA_SECRET", ""), "secret that signs resume tokens; when empty, random per start, or shared through Redis with -redis-url (env QA_SECRET)")
 	fs.DurationVar(&c.answerDelay, "answer-delay", envDur("QA_ANSWER_DELAY", 0), "pause before each streamed answer chunk, to mimic a slow model (env QA_ANSWER_DELAY)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("QA_SHUTDOWN_TIMEOUT", 10*time.Second), "how long answers in flight may finish on shutdown (env QA_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.logLevel, "log-level", envStr("QA_LOG_LEVEL", "info"), "debug, info, warn or error (env QA_LOG_LEVEL)")

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestParseConfig(t *testing.T) {
+	env := func(m map[string]string) func(string) string {
+		return func(k string) string { return m[k] }
+	}
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want func(t *testing.T, c config)
+		err  bool
+	}{
+		{"defaults", nil, nil, func(t *testing.T, c config) {
+			assert.Equal(t, "127.0.0.1:8080", c.addr)
+			assert.Equal(t, 10, c.maxConnsPerIP)
+			assert.Equal(t, 5, c.maxQPerMin)
+			assert.Equal(t, 60, c.maxQPerMinPerIP)
+			assert.Zero(t, c.answerDelay)
+			assert.Empty(t, c.redisURL)
+		}, false},
+		{"env twins", nil, map[string]string{
+			"QA_ADDR": "127.0.0.1:9", "QA_MAX_CONNECTIONS_PER_IP": "3", "QA_MAX_QUESTIONS_PER_MINUTE": "7",
+			"QA_MAX_QUESTIONS_PER_MINUTE_PER_IP": "70", "QA_SECRET": "s3", "QA_ANSWER_DELAY": "30ms",
+			"REDIS_URL": "redis://127.0.0.1:6379/2",
+		}, func(t *testing.T, c config) {
+			assert.Equal(t, "127.0.0.1:9", c.addr)
+			assert.Equal(t, 3, c.maxConnsPerIP)
+			assert.Equal(t, 7, c.maxQPerMin)
+			assert.Equal(t, 70, c.maxQPerMinPerIP)
+			assert.Equal(t, "s3", c.secret)
+			assert.Equal(t, 30*time.Millisecond, c.answerDelay)
+			assert.Equal(t, "redis://127.0.0.1:6379/2", c.redisURL)
+		}, false},
+		{"flags win over env", []string{"-addr", "127.0.0.1:1", "-answer-delay", "1s"},
+			map[string]string{"QA_ADDR": "127.0.0.1:9", "QA_ANSWER_DELAY": "30ms"}, func(t *testing.T, c config) {
+				assert.Equal(t, "127.0.0.1:1", c.addr)
+				assert.Equal(t, time.Second, c.answerDelay)
+			}, false},
+		{"bad env number", nil, map[string]string{"QA_MAX_CONNECTIONS_PER_IP": "ten"}, nil, true},
+		{"bad env duration", nil, map[string]string{"QA_ANSWER_DELAY": "soon"}, nil, true},
+		{"unknown flag", []string{"-nope"}, nil, nil, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(tc.args, env(tc.env))
+			if tc.err {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			tc.want(t, c)
+		})
+	}
+}
+
+// TestServiceServesPageClientAndEndpoint checks the demo serves its page,
+// the Socket.IO client script (from the binary) and the endpoint.
+func TestServiceServesPageClientAndEndpoint(t *testing.T) {
+	cfg, err := parseConfig(nil, func(string) string { return "" })
+	require.NoError(t, err)
+	svc, handler, err := newService(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	hs := httptest.NewServer(handler)
+	t.Cleanup(func() {
+		hs.CloseClientConnections()
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, svc.Close(ctx))
+	})
+	for path, want := range map[string]string{
+		"/":                                   "<html",
+		"/static/socket.io.min.js":            "Socket.IO",
+		"/healthz":                            "ok",
+		"/socket.io/?EIO=4&transport=polling": `"sid"`,
+	} {
+		resp, err := http.Get(hs.URL + path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+		assert.Contains(t, string(body), want, path)
+	}
+}
+
+func TestBadRedisURLFailsAtStart(t *testing.T) {
+	cfg, err := parseConfig([]string{"-redis-url", "redis://127.0.0.1:1/0"}, func(string) string { return "" })
+	require.NoError(t, err)
+	_, _, err = newService(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.ErrorContains(t, err, "does not answer")
+}
