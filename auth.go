@@ -82,6 +82,12 @@ type AuthOptions struct {
 	// node takes effect here within this time (at once on the node that
 	// made it). default: 1s
 	BlocklistCacheTTL time.Duration
+	// FailOpenConnects admits connections while the shared state (Redis)
+	// cannot be reached, instead of refusing them with unavailable: the
+	// blocklist and the connection limit are then not applied, and a
+	// session that cannot be stored cannot be resumed later. A token
+	// verifier still decides. default: false (fail closed)
+	FailOpenConnects bool
 }
 
 func (o AuthOptions) withDefaults() AuthOptions {
@@ -403,8 +409,11 @@ func (a *Auth) CheckConnect(ctx context.Context, socketID, addr, token string) (
 		// verification and learn nothing about their token.
 		if ip, ok := parseIP(addr); ok {
 			reason, blocked, err := a.state.lookup(ctx, ip, a.now())
-			if err != nil {
+			if err != nil && !a.opts.FailOpenConnects {
 				return "", a.refuse(CodeUnavailable, unavailable(err))
+			}
+			if err != nil {
+				a.logger.Warn("socketio: blocklist unavailable; admitting (FailOpenConnects)", "addr", addr, "err", err)
 			}
 			if blocked {
 				return "", a.refuse(CodeIPBlocked, blockedError(reason))
@@ -428,6 +437,11 @@ func (a *Auth) CheckConnect(ctx context.Context, socketID, addr, token string) (
 	if err := a.state.acquireConn(ctx, socketID, addr, a.opts.MaxConnectionsPerIP, a.now()); err != nil {
 		code := ErrorCode(err)
 		if code != CodeIPBlocked && code != CodeTooManyConnections {
+			if a.opts.FailOpenConnects {
+				// Admitted uncounted: the limit cannot be checked now.
+				a.logger.Warn("socketio: connection state unavailable; admitting uncounted (FailOpenConnects)", "addr", addr, "err", err)
+				return userID, nil
+			}
 			code, err = CodeUnavailable, unavailable(err)
 		}
 		return "", a.refuse(code, err)

@@ -121,6 +121,13 @@ func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 	c.caller.UserID = ev.UserID
 
 	sess, resumed, err := s.resolveSession(ctx, resume, c.caller)
+	if err != nil && s.auth.Options().FailOpenConnects && errors.Is(err, ErrUnavailable) {
+		// Admitted with a session that could not be stored (see
+		// AuthOptions.FailOpenConnects).
+		s.logger.Warn("socketio: session storage unavailable; admitting with an unstored session", "err", err)
+		now := time.Now().UTC()
+		sess, resumed, err = Session{ID: newID("s_"), UserID: c.caller.UserID, Address: c.caller.Address, CreatedAt: now, LastSeen: now}, false, nil
+	}
 	if err != nil {
 		cancel()
 		return nil, err

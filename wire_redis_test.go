@@ -183,3 +183,20 @@ func TestRedisDownAndBack(t *testing.T) {
 	okReply(t, "ask", call(t, c, "ask_question", "What is Socket.IO?"))
 	next(t, c, "answer")
 }
+
+// TestRedisDownFailOpenConnects: with FailOpenConnects, a Redis outage
+// admits connections instead of refusing them; requests that need Redis
+// still answer unavailable.
+func TestRedisDownFailOpenConnects(t *testing.T) {
+	mr := miniredis.RunT(t)
+	r := &sharedRedis{mr: mr, opts: &redis.Options{Addr: mr.Addr()}, prefix: "qa:"}
+	auth, err := socketio.NewAuth(socketio.AuthOptions{Redis: r.client(t), FailOpenConnects: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { auth.Close() })
+	ts := r.node(t, socketio.Options{Auth: auth, StorageTimeout: 300 * time.Millisecond})
+	mr.Close()
+	c, hello := ts.dial(t, sioclient.TransportWebsocket)
+	assert.Equal(t, false, hello["resumed"])
+	assert.Equal(t, "unavailable", errCode(t, call(t, c, "get_history")))
+	okReply(t, "join", call(t, c, "join_room", "lobby"))
+}
