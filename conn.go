@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,12 +141,6 @@ func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 
 	s.mu.Lock()
 	s.sockets[c.caller.SocketID] = c
-	set := s.sessions[sess.ID]
-	if set == nil {
-		set = map[*conn]struct{}{}
-		s.sessions[sess.ID] = set
-	}
-	set[c] = struct{}{}
 	s.mu.Unlock()
 	return c, nil
 }
@@ -193,6 +189,9 @@ func (s *Server) onConnection(args ...any) {
 		sock.Disconnect(true)
 		return
 	}
+	// Pushes for the session reach its sockets through this room, on
+	// whichever node they are.
+	sock.Join(socket.Room(sessionRoom(c.caller.SessionID)))
 	sock.OnAny(c.onEvent)
 	if err := sock.On("disconnect", func(args ...any) {
 		reason := ""
@@ -240,12 +239,6 @@ func (c *conn) close(reason string) {
 	c.seq.Close()
 	s.mu.Lock()
 	delete(s.sockets, c.caller.SocketID)
-	if set := s.sessions[c.caller.SessionID]; set != nil {
-		delete(set, c)
-		if len(set) == 0 {
-			delete(s.sessions, c.caller.SessionID)
-		}
-	}
 	s.mu.Unlock()
 	ctx := context.WithoutCancel(c.ctx)
 	s.auth.ReleaseConnection(ctx, c.caller.SocketID)
@@ -391,11 +384,12 @@ func (c *conn) recoverPanic(what string) {
 	}
 }
 
-// rooms returns the rooms the socket joined, without its own id room.
+// rooms returns the rooms the client joined: not the socket's own id room,
+// nor the library's internal rooms (their names start with NUL).
 func (c *conn) rooms() []string {
 	var out []string
 	for _, r := range c.sock.Rooms().Keys() {
-		if string(r) != c.caller.SocketID {
+		if string(r) != c.caller.SocketID && !strings.HasPrefix(string(r), "\x00") {
 			out = append(out, string(r))
 		}
 	}
@@ -406,48 +400,84 @@ func (c *conn) inRoom(room string) bool {
 	return c.sock.Rooms().Has(socket.Room(room))
 }
 
-// roomMembers returns the local sockets in room.
-func (s *Server) roomMembers(room string) []*conn {
-	ids, ok := s.nsp.Adapter().Rooms().Load(socket.Room(room))
-	if !ok {
-		return nil
+// sessionRoom is the room every socket of a session is in. A client
+// cannot name it: NUL is not a room character.
+func sessionRoom(sessionID string) string { return "\x00session:" + sessionID }
+
+// broadcast emits an event to every socket in room, on every node (through
+// the namespace's adapter).
+func (s *Server) broadcast(room string, event string, v map[string]any) {
+	if err := s.nsp.To(socket.Room(room)).Emit(event, v); err != nil {
+		s.logger.Debug("socketio: broadcast failed", "event", event, "err", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []*conn
-	for _, id := range ids.Keys() {
-		if c := s.sockets[string(id)]; c != nil {
-			out = append(out, c)
+}
+
+// tellNodes sends a server-side event to the other nodes of the cluster.
+// Without a cluster adapter there are none, and nothing is sent.
+func (s *Server) tellNodes(event string, args ...any) {
+	if err := s.nsp.ServerSideEmit(event, args...); err != nil {
+		s.logger.Debug("socketio: no cluster to tell", "event", event, "err", err)
+	}
+}
+
+// onNodeEvent listens to a server-side event from the other nodes.
+func (s *Server) onNodeEvent(event string, fn func(args ...any)) error {
+	return s.nsp.On(event, func(args ...any) {
+		defer func() {
+			if v := recover(); v != nil {
+				s.logger.Error("socketio: panic handling a server-side event", "event", event, "panic", v)
+			}
+		}()
+		fn(args...)
+	})
+}
+
+// roomSockets returns the ids of the sockets in room, on every node. With a
+// cluster adapter it asks the other nodes, within ctx.
+func (s *Server) roomSockets(ctx context.Context, room string) ([]string, error) {
+	type result struct {
+		ids []string
+		err error
+	}
+	done := make(chan result, 1)
+	s.nsp.In(socket.Room(room)).FetchSockets()(func(sockets []*socket.RemoteSocket, err error) {
+		ids := make([]string, 0, len(sockets))
+		for _, rs := range sockets {
+			ids = append(ids, string(rs.Id()))
 		}
+		done <- result{ids, err}
+	})
+	select {
+	case r := <-done:
+		return r.ids, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: counting the room's members: %w", ErrUnavailable, ctx.Err())
 	}
-	return out
 }
 
-// roomSize is the number of sockets in room.
-func (s *Server) roomSize(room string) int {
-	ids, ok := s.nsp.Adapter().Rooms().Load(socket.Room(room))
-	if !ok {
-		return 0
-	}
-	return ids.Len()
+// roomSize is the number of sockets in room, on every node.
+func (s *Server) roomSize(ctx context.Context, room string) (int, error) {
+	ids, err := s.roomSockets(ctx, room)
+	return len(ids), err
 }
 
-// isSocketID reports whether name is the id of a connected socket.
+// isSocketID reports whether name is the id of a connected socket on any
+// node. Only names shaped like v2 socket ids (24 characters of URL-safe
+// base64) cost a question to the other nodes.
 func (s *Server) isSocketID(name string) bool {
-	_, ok := s.nsp.Sockets().Load(socket.SocketId(name))
-	return ok
-}
-
-// sessionConns returns the local sockets of a session.
-func (s *Server) sessionConns(sessionID string) []*conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	set := s.sessions[sessionID]
-	out := make([]*conn, 0, len(set))
-	for c := range set {
-		out = append(out, c)
+	if _, ok := s.nsp.Sockets().Load(socket.SocketId(name)); ok {
+		return true
 	}
-	return out
+	if len(name) != 24 || strings.ContainsAny(name, ".:") {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.StorageTimeout)
+	defer cancel()
+	ids, err := s.roomSockets(ctx, name)
+	if err != nil {
+		return true // when in doubt, the name is taken
+	}
+	return slices.Contains(ids, name)
 }
 
 func (c *conn) join(room string)  { c.sock.Join(socket.Room(room)) }

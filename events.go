@@ -171,7 +171,11 @@ func (c *conn) joinRoom(ctx context.Context, p payload) (map[string]any, error) 
 		}
 		c.join(room)
 	}
-	ev.Members = c.srv.roomSize(room)
+	n, err := c.srv.roomSize(ctx, room)
+	if err != nil {
+		return nil, err
+	}
+	ev.Members = n
 	c.srv.hooks.runAfter(afterJoinRoom, func(h Hook) { h.(AfterJoinRoomHook).AfterJoinRoom(ctx, ev) })
 	return map[string]any{"room": room, "members": ev.Members}, nil
 }
@@ -188,7 +192,6 @@ func (c *conn) leaveRoom(ctx context.Context, p payload) (map[string]any, error)
 		return nil, toWireError(err, CodeForbidden)
 	}
 	c.leave(room)
-	ev.Members = c.srv.roomSize(room)
 	c.srv.hooks.runAfter(afterLeaveRoom, func(h Hook) { h.(AfterLeaveRoomHook).AfterLeaveRoom(ctx, ev) })
 	return map[string]any{"room": room}, nil
 }

@@ -132,8 +132,7 @@ type Server struct {
 	wg     sync.WaitGroup // connect middlewares in flight
 
 	mu        sync.Mutex
-	sockets   map[string]*conn              // by socket id
-	sessions  map[string]map[*conn]struct{} // by session id
+	sockets   map[string]*conn // by socket id, local
 	handler   http.Handler
 	closeOnce sync.Once
 	closeErr  error
@@ -164,7 +163,6 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 		parser:   p,
 		logger:   opts.Logger,
 		sockets:  map[string]*conn{},
-		sessions: map[string]map[*conn]struct{}{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Server, error) {
@@ -244,6 +242,15 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	s.nsp = sio.Of(opts.Namespace, nil)
 	s.nsp.Use(s.admit)
 	if err := s.nsp.On("connection", s.onConnection); err != nil {
+		return fail(err)
+	}
+	if err := s.onNodeEvent(cancelTaskEvent, func(args ...any) {
+		if len(args) > 0 {
+			if id, ok := args[0].(string); ok {
+				s.tasks.stop(id)
+			}
+		}
+	}); err != nil {
 		return fail(err)
 	}
 	return s, nil

@@ -240,24 +240,7 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	}
 	run.done = true
 	run.task = t
-	r.pushStatus(run)
-	if t.Status == TaskCompleted {
-		m := map[string]any{
-			"task_id":     t.ID,
-			"question":    t.Question,
-			"answer":      t.Answer,
-			"status":      string(t.Status),
-			"asked_at":    formatTime(t.AskedAt),
-			"answered_at": formatTime(t.AnsweredAt),
-			"duration_ms": t.AnsweredAt.Sub(t.AskedAt).Milliseconds(),
-		}
-		if len(t.Sources) > 0 {
-			m["sources"] = t.Sources
-		}
-		r.pushTo(run, "answer", m)
-	} else if t.Error != nil {
-		r.pushTo(run, "answer_error", map[string]any{"task_id": t.ID, "code": string(t.Error.Code), "message": t.Error.Message})
-	}
+	r.pushEnd(t)
 	run.mu.Unlock()
 	run.cancel(errTaskCancelled)
 	ev := &AnswerEvent{Caller: run.caller, Task: t}
@@ -278,17 +261,74 @@ func (r *taskRunner) cancel(t Task) (Task, error) {
 	r.mu.Lock()
 	run := r.running[t.ID]
 	r.mu.Unlock()
-	if run == nil {
-		// Not running here (a stale record): settle it in storage alone.
-		ctx, cancel := r.srv.storageCtx()
-		defer cancel()
-		nt, _, err := r.srv.storage.UpdateTask(ctx, t.Owner, t.ID, TaskUpdate{Status: TaskCancelled, At: time.Now().UTC(),
-			Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
-		return nt, storageErr(err)
+	if run != nil {
+		nt, err := r.finish(run, TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
+		run.cancel(errTaskCancelled)
+		return nt, err
 	}
-	nt, err := r.finish(run, TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
+	// Not running here: it runs on another node, or on none any more.
+	// Settle it in storage, tell its clients, and ask the other nodes to
+	// stop the answer.
+	ctx, cancel := r.srv.storageCtx()
+	defer cancel()
+	u := TaskUpdate{Status: TaskCancelled, At: time.Now().UTC().Truncate(time.Millisecond),
+		Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}}
+	nt, applied, err := r.srv.storage.UpdateTask(ctx, t.Owner, t.ID, u)
+	if err != nil {
+		return Task{}, storageErr(err)
+	}
+	if applied || ownWrite(nt, u) {
+		r.pushEnd(nt)
+		r.srv.tellNodes(cancelTaskEvent, nt.ID)
+	}
+	return nt, nil
+}
+
+// cancelTaskEvent is the server-side event that asks every node to stop
+// answering a task cancelled elsewhere.
+const cancelTaskEvent = "socketio:cancel_task"
+
+// stop ends the local run of a task that was cancelled on another node: its
+// answer is stopped and nothing more of it is pushed from here.
+func (r *taskRunner) stop(taskID string) {
+	r.mu.Lock()
+	run := r.running[taskID]
+	r.mu.Unlock()
+	if run == nil {
+		return
+	}
+	run.mu.Lock()
+	run.done = true
+	run.mu.Unlock()
 	run.cancel(errTaskCancelled)
-	return nt, err
+}
+
+// pushEnd sends the final task_status, then answer or answer_error. The
+// caller holds the task's run lock, if it has a run.
+func (r *taskRunner) pushEnd(t Task) {
+	room := taskRoom(t)
+	r.srv.broadcast(room, "task_status", map[string]any{
+		"task_id":    t.ID,
+		"status":     string(t.Status),
+		"updated_at": formatTime(t.UpdatedAt),
+	})
+	if t.Status == TaskCompleted {
+		m := map[string]any{
+			"task_id":     t.ID,
+			"question":    t.Question,
+			"answer":      t.Answer,
+			"status":      string(t.Status),
+			"asked_at":    formatTime(t.AskedAt),
+			"answered_at": formatTime(t.AnsweredAt),
+			"duration_ms": t.AnsweredAt.Sub(t.AskedAt).Milliseconds(),
+		}
+		if len(t.Sources) > 0 {
+			m["sources"] = t.Sources
+		}
+		r.srv.broadcast(room, "answer", m)
+	} else if t.Error != nil {
+		r.srv.broadcast(room, "answer_error", map[string]any{"task_id": t.ID, "code": string(t.Error.Code), "message": t.Error.Message})
+	}
 }
 
 // staleAge is how long an unfinished task may go unchanged before no node
@@ -361,17 +401,17 @@ func (r *taskRunner) pushStatus(run *taskRun) {
 }
 
 // pushTo sends an event of the task to the room it was asked into, or to
-// every socket of the asking session.
+// every socket of the asking session, on every node.
 func (r *taskRunner) pushTo(run *taskRun, event string, v map[string]any) {
-	var targets []*conn
-	if run.task.Room != "" {
-		targets = r.srv.roomMembers(run.task.Room)
-	} else {
-		targets = r.srv.sessionConns(run.task.SessionID)
+	r.srv.broadcast(taskRoom(run.task), event, v)
+}
+
+// taskRoom is where a task's events go.
+func taskRoom(t Task) string {
+	if t.Room != "" {
+		return t.Room
 	}
-	for _, c := range targets {
-		c.push(event, v)
-	}
+	return sessionRoom(t.SessionID)
 }
 
 // shutdown stops accepting, lets tasks finish until ctx is done, then
