@@ -158,11 +158,11 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	}
 
 	s := &Server{
-		opts:     opts,
-		sio:      sio,
-		parser:   p,
-		logger:   opts.Logger,
-		sockets:  map[string]*conn{},
+		opts:    opts,
+		sio:     sio,
+		parser:  p,
+		logger:  opts.Logger,
+		sockets: map[string]*conn{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Server, error) {
