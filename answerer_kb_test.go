@@ -295,7 +295,9 @@ func TestKnowledgeBaseAnswererConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for g := range 16 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			chunks := &kbtChunks{}
 			q := socketio.Question{Text: questions[g%len(questions)], Stream: g%2 == 0}
 			ans, err := a.Answer(context.Background(), q, chunks)
@@ -306,7 +308,7 @@ func TestKnowledgeBaseAnswererConcurrent(t *testing.T) {
 			if q.Stream && strings.Join(chunks.got(), "") != ans.Text {
 				errs <- errors.New("deltas do not join to the answer")
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	close(errs)

@@ -175,7 +175,9 @@ func TestRedisAuthConnectionsAcrossNodes(t *testing.T) {
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i := range 50 {
-			wg.Go(func() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
 				<-start
 				owner[i] = -1
 				if _, err := nodes[i%2].CheckConnect(ctx, "sock"+strconv.Itoa(i), addr, ""); err == nil {
@@ -184,7 +186,7 @@ func TestRedisAuthConnectionsAcrossNodes(t *testing.T) {
 				} else {
 					requireCode(t, err, CodeTooManyConnections)
 				}
-			})
+			}()
 		}
 		close(start)
 		wg.Wait()
@@ -526,7 +528,9 @@ func TestRedisAuthRateLimitConcurrent(t *testing.T) {
 			var wg sync.WaitGroup
 			start := make(chan struct{})
 			for i := range 200 {
-				wg.Go(func() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
 					<-start
 					_, err := nodes[i%2].ReserveQuestion(context.Background(), tt.session(i), tt.addr)
 					if err == nil {
@@ -536,7 +540,7 @@ func TestRedisAuthRateLimitConcurrent(t *testing.T) {
 					ee := requireCode(t, err, CodeRateLimited)
 					assert.Greater(t, ee.RetryAfter, time.Duration(0))
 					assert.LessOrEqual(t, ee.RetryAfter, time.Minute)
-				})
+				}()
 			}
 			close(start)
 			wg.Wait()

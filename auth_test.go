@@ -204,14 +204,16 @@ func TestAuthCheckConnectConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range 50 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			<-start
 			if _, err := a.CheckConnect(ctx, "sock"+strconv.Itoa(i), "192.0.2.50", ""); err == nil {
 				admitted.Add(1)
 			} else {
 				requireCode(t, err, CodeTooManyConnections)
 			}
-		})
+		}()
 	}
 	close(start)
 	wg.Wait()
@@ -517,12 +519,14 @@ func TestAuthReserveQuestionConcurrent(t *testing.T) {
 			var wg sync.WaitGroup
 			start := make(chan struct{})
 			for i := range 200 {
-				wg.Go(func() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
 					<-start
 					if _, err := a.ReserveQuestion(context.Background(), tt.session(i), "192.0.2.77"); err == nil {
 						ok.Add(1)
 					}
-				})
+				}()
 			}
 			close(start)
 			wg.Wait()

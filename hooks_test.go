@@ -773,7 +773,9 @@ func TestHookManagerConcurrentChangesAndDispatch(t *testing.T) {
 
 	var wg sync.WaitGroup
 	for g := range mutators {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(g), 42))
 			for range iterations {
 				name := names[r.IntN(len(names))]
@@ -792,9 +794,11 @@ func TestHookManagerConcurrentChangesAndDispatch(t *testing.T) {
 					_, _ = m.Hook(name)
 				}
 			}
-		})
+		}()
 	}
-	wg.Go(func() {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		for range iterations {
 			infos := m.HooksInfo()
 			for i := 1; i < len(infos); i++ {
@@ -804,7 +808,7 @@ func TestHookManagerConcurrentChangesAndDispatch(t *testing.T) {
 				}
 			}
 		}
-	})
+	}()
 	sorted := func(kind string, prios []int) {
 		for i := 1; i < len(prios); i++ {
 			if prios[i] > prios[i-1] {
@@ -814,7 +818,9 @@ func TestHookManagerConcurrentChangesAndDispatch(t *testing.T) {
 		}
 	}
 	for range dispatchers {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for range iterations {
 				var before, after []int
 				var err error
@@ -826,7 +832,7 @@ func TestHookManagerConcurrentChangesAndDispatch(t *testing.T) {
 				sorted("before", before)
 				sorted("after", after)
 			}
-		})
+		}()
 	}
 	wg.Wait()
 
@@ -845,7 +851,9 @@ func TestHookManagerReplaceIsAtomic(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		for {
 			select {
 			case <-stop:
@@ -854,7 +862,7 @@ func TestHookManagerReplaceIsAtomic(t *testing.T) {
 				assert.NoError(t, m.Replace(fakeQuestionHook{&fakeHook{BaseHook: NewBaseHook("guard", 100)}}))
 			}
 		}
-	})
+	}()
 	missed := 0
 	for range 20000 {
 		var prios []int

@@ -239,7 +239,9 @@ func TestKnowledgeBaseConcurrentMatch(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for g := range 8 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for i := range 200 {
 				k := (g + i) % len(queries)
 				if e, _, _ := kb.Match(queries[k]); e.Question != want[k] {
@@ -247,7 +249,7 @@ func TestKnowledgeBaseConcurrentMatch(t *testing.T) {
 					return
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	close(errs)

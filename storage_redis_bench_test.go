@@ -235,7 +235,9 @@ func benchCreateTasks(b *testing.B, s socketio.Storage, n int, newID func() stri
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range 16 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= n {
@@ -246,7 +248,7 @@ func benchCreateTasks(b *testing.B, s socketio.Storage, n int, newID func() stri
 					return
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	return tasks

@@ -675,7 +675,7 @@ func TestRedisStorageContextEndsMidCall(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
-	wg.Go(func() {
+	spawn(&wg, func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -817,14 +817,24 @@ func TestRedisStorageConcurrentCloseAndUse(t *testing.T) {
 	ctx := t.Context()
 	var wg sync.WaitGroup
 	for range 4 {
-		wg.Go(func() {
+		spawn(&wg, func() {
 			for range 50 {
 				if err := s.RecordQuestion(ctx, "q"); err != nil && !errors.Is(err, socketio.ErrUnavailable) {
 					t.Errorf("RecordQuestion: %v", err)
 				}
 			}
 		})
-		wg.Go(func() { _ = s.Close() })
+		spawn(&wg, func() { _ = s.Close() })
 	}
 	wg.Wait()
+}
+
+// spawn runs f in a goroutine counted by wg (sync.WaitGroup.Go needs Go
+// 1.25; this module supports 1.24).
+func spawn(wg *sync.WaitGroup, f func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f()
+	}()
 }

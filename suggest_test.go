@@ -156,7 +156,9 @@ func TestSuggesterConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for range 8 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for range 100 {
 				got, err := s.Suggest(context.Background(), "what", 5)
 				if err != nil || len(got) != len(want) {
@@ -164,7 +166,7 @@ func TestSuggesterConcurrent(t *testing.T) {
 					return
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	close(errs)

@@ -40,7 +40,19 @@ func startServer(t *testing.T, opts socketio.Options) *testServer {
 	if opts.KnowledgeBase == nil && opts.Answerer == nil {
 		opts.KnowledgeBase = testKB(t)
 	}
-	sio := socket.NewServer(nil, nil)
+	return startServerOn(t, socket.NewServer(nil, nil), opts)
+}
+
+// startServerOn is startServer on a v2 server the caller built (with a
+// cluster adapter, say).
+func startServerOn(t *testing.T, sio *socket.Server, opts socketio.Options) *testServer {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.KnowledgeBase == nil && opts.Answerer == nil {
+		opts.KnowledgeBase = testKB(t)
+	}
 	qa, err := socketio.Register(sio, opts)
 	require.NoError(t, err)
 	mux := http.NewServeMux()

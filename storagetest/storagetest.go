@@ -370,10 +370,12 @@ func testOpenTaskLimitConcurrent(t *testing.T, newStorage factory) {
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range workers {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			<-start
 			errs[i] = s.CreateTask(ctx, tasks[i], maxOpen)
-		})
+		}()
 	}
 	close(start)
 	wg.Wait()
@@ -553,14 +555,16 @@ func testConcurrentFinish(t *testing.T, newStorage factory) {
 		start := make(chan struct{})
 		var wg sync.WaitGroup
 		for i := range workers {
-			wg.Go(func() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
 				status := finals[i%len(finals)]
 				<-start
 				got, applied, err := s.UpdateTask(ctx, task.Owner, task.ID, socketio.TaskUpdate{
 					Status: status, At: time.Now(), Answer: string(status),
 				})
 				results[i] = result{status, got, applied, err}
-			})
+			}()
 		}
 		close(start)
 		wg.Wait()

@@ -286,7 +286,7 @@ func measure(ctx context.Context, u string, cfg config, d time.Duration) (stats,
 	dialErrs := make([]error, cfg.clients)
 	var wg sync.WaitGroup
 	for i := range clients {
-		wg.Go(func() {
+		spawn(&wg, func() {
 			clients[i], dialErrs[i] = sioclient.Dial(ctx, sioclient.Options{URL: u, Transport: cfg.transport, Timeout: cfg.timeout})
 		})
 	}
@@ -295,7 +295,7 @@ func measure(ctx context.Context, u string, cfg config, d time.Duration) (stats,
 		var cw sync.WaitGroup
 		for _, c := range clients {
 			if c != nil {
-				cw.Go(func() { _ = c.Close() })
+				spawn(&cw, func() { _ = c.Close() })
 			}
 		}
 		cw.Wait()
@@ -322,7 +322,7 @@ func measure(ctx context.Context, u string, cfg config, d time.Duration) (stats,
 		if c == nil {
 			continue
 		}
-		wg.Go(func() { per[i] = load(ctx, c, deadline, cfg.timeout) })
+		spawn(&wg, func() { per[i] = load(ctx, c, deadline, cfg.timeout) })
 	}
 	wg.Wait()
 	total.elapsed = time.Since(start)
@@ -492,4 +492,14 @@ func fmtLatency(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
 	}
+}
+
+// spawn runs f in a goroutine counted by wg (sync.WaitGroup.Go needs Go
+// 1.25; this module supports 1.24).
+func spawn(wg *sync.WaitGroup, f func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f()
+	}()
 }

@@ -116,10 +116,12 @@ func TestSequencerConcurrentSubmit(t *testing.T) {
 			start := make(chan struct{})
 			var wg sync.WaitGroup
 			for _, k := range order {
-				wg.Go(func() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
 					<-start
 					assert.True(t, s.Submit(seqparser.Seq(k), log.event(seqparser.Seq(k))), "Submit(%d)", k)
-				})
+				}()
 			}
 			close(start)
 			wg.Wait()
