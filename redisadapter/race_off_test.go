@@ -1,0 +1,5 @@
+//go:build !race
+
+package redisadapter_test
+
+const raceEnabled = false
