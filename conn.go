@@ -404,10 +404,14 @@ func (c *conn) inRoom(room string) bool {
 // cannot name it: NUL is not a room character.
 func sessionRoom(sessionID string) string { return "\x00session:" + sessionID }
 
-// broadcast emits an event to every socket in room, on every node (through
-// the namespace's adapter).
-func (s *Server) broadcast(room string, event string, v map[string]any) {
-	if err := s.nsp.To(socket.Room(room)).Emit(event, v); err != nil {
+// broadcast emits an event once to every socket in any of rooms, on every
+// node (through the namespace's adapter).
+func (s *Server) broadcast(rooms []string, event string, v map[string]any) {
+	to := make([]socket.Room, len(rooms))
+	for i, r := range rooms {
+		to[i] = socket.Room(r)
+	}
+	if err := s.nsp.To(to...).Emit(event, v); err != nil {
 		s.logger.Debug("socketio: broadcast failed", "event", event, "err", err)
 	}
 }

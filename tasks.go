@@ -306,7 +306,7 @@ func (r *taskRunner) stop(taskID string) {
 // pushEnd sends the final task_status, then answer or answer_error. The
 // caller holds the task's run lock, if it has a run.
 func (r *taskRunner) pushEnd(t Task) {
-	room := taskRoom(t)
+	room := taskRooms(t)
 	r.srv.broadcast(room, "task_status", map[string]any{
 		"task_id":    t.ID,
 		"status":     string(t.Status),
@@ -403,15 +403,17 @@ func (r *taskRunner) pushStatus(run *taskRun) {
 // pushTo sends an event of the task to the room it was asked into, or to
 // every socket of the asking session, on every node.
 func (r *taskRunner) pushTo(run *taskRun, event string, v map[string]any) {
-	r.srv.broadcast(taskRoom(run.task), event, v)
+	r.srv.broadcast(taskRooms(run.task), event, v)
 }
 
-// taskRoom is where a task's events go.
-func taskRoom(t Task) string {
+// taskRooms are where a task's events go: the asking session's sockets,
+// and the room it was asked into (whose members include the asker, unless
+// it left the room meanwhile: it still gets its own answer).
+func taskRooms(t Task) []string {
 	if t.Room != "" {
-		return t.Room
+		return []string{sessionRoom(t.SessionID), t.Room}
 	}
-	return sessionRoom(t.SessionID)
+	return []string{sessionRoom(t.SessionID)}
 }
 
 // shutdown stops accepting, lets tasks finish until ctx is done, then

@@ -30,6 +30,7 @@ import (
 
 	"github.com/qaplatform/socketio"
 	"github.com/qaplatform/socketio/internal/demokb"
+	"github.com/qaplatform/socketio/redisadapter"
 )
 
 //go:embed web
@@ -47,6 +48,7 @@ type config struct {
 	trustedProxyList string
 	redisURL         string
 	redisPrefix      string
+	clusterKey       string
 }
 
 func main() {
@@ -102,6 +104,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.logLevel, "log-level", envStr("QA_LOG_LEVEL", "info"), "debug, info, warn or error (env QA_LOG_LEVEL)")
 	fs.StringVar(&c.redisURL, "redis-url", envStr("REDIS_URL", ""), "Redis to share sessions, history, limits and the resume secret with other nodes, e.g. redis://127.0.0.1:6379/0; empty: everything in memory (env REDIS_URL)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", envStr("QA_REDIS_PREFIX", "qa:"), "prefix of every Redis key (env QA_REDIS_PREFIX)")
+	fs.StringVar(&c.clusterKey, "cluster-key", envStr("QA_CLUSTER_KEY", "socket.io"), "with -redis-url: the Redis stream and channel prefix the nodes' cluster adapter shares, which @socket.io/redis-streams-adapter and @socket.io/redis-emitter also use by default (env QA_CLUSTER_KEY)")
 	fs.StringVar(&c.trustedProxyList, "trusted-proxies", envStr("QA_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For is believed (env QA_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -159,10 +162,11 @@ func run(args []string, getenv func(string) string) error {
 // service is what newService builds: the library's Server and the
 // Socket.IO server it is registered on.
 type service struct {
-	qa    *socketio.Server
-	io    *socket.Server
-	auth  *socketio.Auth // passed to Register, so closed here
-	redis *redis.Client  // nil without -redis-url
+	qa      *socketio.Server
+	io      *socket.Server
+	auth    *socketio.Auth // passed to Register, so closed here
+	redis   *redis.Client  // nil without -redis-url
+	cluster *redisadapter.Builder
 }
 
 // Close stops the Q&A service, then the Socket.IO server and Redis.
@@ -170,6 +174,9 @@ func (s *service) Close(ctx context.Context) error {
 	err := s.qa.Close(ctx)
 	s.io.Close(nil)
 	err = errors.Join(err, s.auth.Close())
+	if s.cluster != nil {
+		err = errors.Join(err, s.cluster.Close())
+	}
 	if s.redis != nil {
 		err = errors.Join(err, s.redis.Close())
 	}
@@ -241,14 +248,27 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 		return nil, nil, err
 	}
 	opts.Auth = auth
-	io := socket.NewServer(nil, nil)
+	// With Redis, the nodes form one cluster: broadcasts, rooms and task
+	// events cross them through the Redis adapter.
+	sopts := socket.DefaultServerOptions()
+	var cluster *redisadapter.Builder
+	if rdb != nil {
+		cluster = redisadapter.New(rdb, redisadapter.Options{
+			StreamName: cfg.clusterKey, ChannelPrefix: cfg.clusterKey, EmitterKey: cfg.clusterKey, Logger: logger,
+		})
+		sopts.SetAdapter(cluster)
+	}
+	io := socket.NewServer(nil, sopts)
 	qa, err := socketio.Register(io, opts)
 	if err != nil {
 		auth.Close()
+		if cluster != nil {
+			cluster.Close()
+		}
 		closeRedis()
 		return nil, nil, err
 	}
-	svc := &service{qa: qa, io: io, auth: auth, redis: rdb}
+	svc := &service{qa: qa, io: io, auth: auth, redis: rdb, cluster: cluster}
 
 	static, err := fs.Sub(webFS, "web")
 	if err != nil {
@@ -259,6 +279,15 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 	mux.Handle("/static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if cluster != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := cluster.Health(ctx); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintln(w, "cluster:", err)
+				return
+			}
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {

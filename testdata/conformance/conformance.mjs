@@ -75,10 +75,16 @@ try {
   process.exit(2);
 }
 if (args.help) {
-  console.log('usage: node conformance.mjs --url http://127.0.0.1:PORT --transport websocket|polling [--only a,b] [--list]');
+  console.log('usage: node conformance.mjs --url http://127.0.0.1:PORT[,http://127.0.0.1:PORT2…] --transport websocket|polling [--only a,b] [--list]');
   process.exit(0);
 }
 const URL_ = args.url || process.env.CONFORMANCE_URL;
+// Several comma-separated URLs are the nodes of one cluster: each new
+// client connects to the next one in turn, so that every check spreads its
+// clients over the nodes (rooms, resume, limits and answers then cross
+// nodes).
+const URLS = (URL_ || '').split(',').map((u) => u.trim()).filter(Boolean);
+let nextURL = 0;
 const TRANSPORT = args.transport;
 const CHECK_TIMEOUT = Number(args['check-timeout']);
 const TOTAL_TIMEOUT = Number(args['total-timeout']);
@@ -170,7 +176,7 @@ class Conn {
     this.t = t;
     this.log = [];
     this.listeners = new Set();
-    this.socket = io(URL_, {
+    this.socket = io(URLS[nextURL++ % URLS.length], {
       transports: [TRANSPORT],
       forceNew: true,
       reconnection: false,
