@@ -48,9 +48,17 @@
 // # Storage
 //
 // Storage keeps sessions, tasks and history. The default is a
-// MemoryStorage, which suits one process; a Redis-backed Storage for
-// several processes is planned. Tasks and history belong to an owner: the
-// user when a token named one, otherwise the session (see OwnerOf).
+// MemoryStorage, which suits one process; with Options.Redis the default is
+// a RedisStorage, and Auth's limits, blocklist and connection counts live
+// in Redis too, so several processes share one state. Tasks and history
+// belong to an owner: the user when a token named one, otherwise the
+// session (see OwnerOf).
+//
+// # Several nodes
+//
+// Nodes that share a Redis also need a cluster adapter on their Socket.IO
+// server for rooms and answers to cross them: package redisadapter is one,
+// compatible with the official Node Redis tooling.
 //
 // # Answers and suggestions
 //
@@ -83,4 +91,10 @@
 //     at once; Handler holds the client back until the connection is known.
 //   - Body limit: v2.5.0 checks the polling body against the Content-Length
 //     the client claims; Handler enforces it on the bytes actually read.
+//   - Early events: v2.5.0 replies to CONNECT before it registers the socket;
+//     events sent at once are held until the service listens.
+//   - Broadcast loss: v2.5.0's websocket transport drops the rest of a batch
+//     after a pre-encoded frame; Handler turns pre-encoding off.
+//   - Emit flags: v2.5.0's per-socket Timeout/Compress/Volatile race under
+//     concurrent emits; the library never sets them.
 package socketio
