@@ -755,3 +755,17 @@ type authStats struct {
 	perAddress map[string]int
 	blocked    []BlockedAddress // ordered by Addr
 }
+
+// rateLimited is the refusal of a question over the session's (sWait) or
+// the address's (aWait) limit: the client may retry after the longer wait.
+func rateLimited(lim questionLimits, sWait, aWait time.Duration) *Error {
+	scope, limit := "session", lim.perSession
+	if aWait > sWait {
+		scope, limit = "address", lim.perAddr
+	}
+	return &Error{
+		Code:       CodeRateLimited,
+		Message:    fmt.Sprintf("at most %d questions per %v per %s", limit, lim.window, scope),
+		RetryAfter: max(sWait, aWait),
+	}
+}

@@ -163,15 +163,7 @@ func (m *memoryAuthState) reserveQuestion(_ context.Context, sessionID, addr str
 	aWait := aw.wait(now, lim.window, lim.perAddr)
 	if sWait > 0 || aWait > 0 {
 		m.rateMu.Unlock()
-		scope, limit := "session", lim.perSession
-		if aWait > sWait {
-			scope, limit = "address", lim.perAddr
-		}
-		return nil, &Error{
-			Code:       CodeRateLimited,
-			Message:    fmt.Sprintf("at most %d questions per %v per %s", limit, lim.window, scope),
-			RetryAfter: max(sWait, aWait),
-		}
+		return nil, rateLimited(lim, sWait, aWait)
 	}
 	if sw == nil {
 		sw = &rateWindow{recs: make([]rateRecord, 0, min(lim.perSession, 8))}

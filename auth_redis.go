@@ -427,15 +427,7 @@ func (r *redisAuthState) reserveQuestion(ctx context.Context, sessionID, addr st
 	if err := cmp.Or(sErr, aErr); err != nil {
 		return nil, err
 	}
-	scope, limit := "session", lim.perSession
-	if aWait > sWait {
-		scope, limit = "address", lim.perAddr
-	}
-	return nil, &Error{
-		Code:       CodeRateLimited,
-		Message:    fmt.Sprintf("at most %d questions per %v per %s", limit, lim.window, scope),
-		RetryAfter: max(sWait, aWait),
-	}
+	return nil, rateLimited(lim, sWait, aWait)
 }
 
 // reserveResult decodes a reserve script's reply: accepted, or the wait

@@ -2,6 +2,8 @@ package socketio
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -198,4 +200,18 @@ func (u TaskUpdate) Apply(t Task) (Task, bool) {
 		t.Error = u.Error
 	}
 	return t, true
+}
+
+// checkNewTask is the validation every Storage applies in CreateTask: an
+// id, an owner, and a status that is empty or pending.
+func checkNewTask(t Task) error {
+	switch {
+	case t.ID == "":
+		return errors.New("socketio: create task: empty task id")
+	case t.Owner == "":
+		return fmt.Errorf("socketio: create task %q: empty owner", t.ID)
+	case t.Status != "" && t.Status != TaskPending:
+		return fmt.Errorf("socketio: create task %q: status %q is not %q", t.ID, t.Status, TaskPending)
+	}
+	return nil
 }

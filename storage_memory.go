@@ -235,13 +235,8 @@ func (s *MemoryStorage) CreateTask(ctx context.Context, t Task, maxOpen int) err
 	if err := memCheckContext(ctx); err != nil {
 		return err
 	}
-	switch {
-	case t.ID == "":
-		return errors.New("socketio: create task: empty task id")
-	case t.Owner == "":
-		return fmt.Errorf("socketio: create task %q: empty owner", t.ID)
-	case t.Status != "" && t.Status != TaskPending:
-		return fmt.Errorf("socketio: create task %q: status %q is not %q", t.ID, t.Status, TaskPending)
+	if err := checkNewTask(t); err != nil {
+		return err
 	}
 	t = memCopyTask(t)
 	t.Status = TaskPending

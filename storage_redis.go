@@ -244,13 +244,8 @@ func (s *RedisStorage) CreateTask(ctx context.Context, t Task, maxOpen int) erro
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	switch {
-	case t.ID == "":
-		return errors.New("socketio: create task: empty task id")
-	case t.Owner == "":
-		return fmt.Errorf("socketio: create task %q: empty owner", t.ID)
-	case t.Status != "" && t.Status != TaskPending:
-		return fmt.Errorf("socketio: create task %q: status %q is not %q", t.ID, t.Status, TaskPending)
+	if err := checkNewTask(t); err != nil {
+		return err
 	}
 	t.Status = TaskPending
 	p := s.ownerPrefix(t.Owner)
