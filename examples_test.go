@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio"
@@ -568,4 +570,74 @@ func ExampleError() {
 	// Output:
 	// rate_limited 1m30s
 	// true
+}
+
+// ExampleNewRedisStorage shows the production store: the seed's
+// SocketIOStorage on Redis (here an embedded miniredis, so the example runs
+// anywhere). Every node that shares the Redis sees the same sessions,
+// tasks and history.
+func ExampleNewRedisStorage() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	store := socketio.NewRedisStorage(rdb, socketio.RedisStorageOptions{Prefix: "qa:"})
+	defer store.Close()
+	ctx := context.Background()
+	at := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+	if err := store.SaveSession(ctx, socketio.Session{ID: "session_id", UserID: "user123", CreatedAt: at, LastSeen: at}); err != nil {
+		panic(err)
+	}
+	owner := socketio.OwnerOf("session_id", "user123")
+	if err := store.CreateTask(ctx, socketio.Task{ID: "t1", SessionID: "session_id", Owner: owner,
+		Question: "用户问题", AskedAt: at, UpdatedAt: at}, 3); err != nil {
+		panic(err)
+	}
+	t, applied, err := store.UpdateTask(ctx, owner, "t1", socketio.TaskUpdate{
+		Status: socketio.TaskCompleted, At: at.Add(time.Second), Answer: "答案",
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(t.Status, applied, t.Answer)
+
+	items, _, err := store.History(ctx, owner, "", 20)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(len(items), items[0].Question)
+	// Output:
+	// completed true 答案
+	// 1 用户问题
+}
+
+// ExampleOptions_redis registers the service with its state in Redis: one
+// option gives every node the same storage, limits, blocklist and
+// resume-token secret. (Add redisadapter on the Socket.IO server for rooms
+// and answers to cross nodes.)
+func ExampleOptions_redis() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	io := socket.NewServer(nil, nil)
+	qa, err := socketio.Register(io, socketio.Options{
+		Redis:  rdb,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+	_, isRedis := qa.Storage().(*socketio.RedisStorage)
+	fmt.Println("storage in Redis:", isRedis)
+	// Output: storage in Redis: true
 }
