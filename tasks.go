@@ -406,12 +406,11 @@ func (r *taskRunner) pushTo(run *taskRun, event string, v map[string]any) {
 	r.srv.broadcast(taskRooms(run.task), event, v)
 }
 
-// taskRooms are where a task's events go: the asking session's sockets,
-// and the room it was asked into (whose members include the asker, unless
-// it left the room meanwhile: it still gets its own answer).
+// taskRooms are where a task's events go (PROTOCOL.md): the members of the
+// room it was asked into, or else every socket of the asking session.
 func taskRooms(t Task) []string {
 	if t.Room != "" {
-		return []string{sessionRoom(t.SessionID), t.Room}
+		return []string{t.Room}
 	}
 	return []string{sessionRoom(t.SessionID)}
 }
