@@ -127,6 +127,11 @@ type RedisStorage struct {
 	sessionTTL string
 	maxHistory string
 
+	// noSort is set once the server refused SORT … GET (an old Redis
+	// Cluster, or a stand-in without SORT): History then always runs its
+	// script.
+	noSort atomic.Bool
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	cancel    context.CancelFunc
@@ -326,6 +331,11 @@ func (s *RedisStorage) History(ctx context.Context, owner string, before string,
 		limit = memDefaultHistoryLimit
 	}
 	p := s.ownerPrefix(owner)
+	if before == "" && !s.noSort.Load() {
+		if items, hasMore, ok, err := s.firstPage(ctx, owner, p, limit); ok || err != nil {
+			return items, hasMore, err
+		}
+	}
 	res, err := redisHistory.Run(ctx, s.client, []string{p + "h"}, p, before, limit).Slice()
 	if err != nil {
 		return nil, false, s.fail(ctx, "history", err)
@@ -353,6 +363,51 @@ func (s *RedisStorage) History(ctx context.Context, owner string, before string,
 		items = append(items, t)
 	}
 	return items, hasMore, nil
+}
+
+// firstPage reads the newest page of a history with one native command,
+// SORT … BY nosort GET, which costs the server a fraction of the script.
+// ok is false when the answer is not conclusive (an expired task inside a
+// full page, or a server without SORT … GET): History then runs its script.
+func (s *RedisStorage) firstPage(ctx context.Context, owner, p string, limit int) (items []Task, hasMore, ok bool, err error) {
+	vals, err := s.client.SortRO(ctx, p+"h", &redis.Sort{
+		By: "nosort", Get: []string{p + "t:*"}, Order: "DESC", Offset: 0, Count: int64(limit + 1),
+	}).Result()
+	if err != nil {
+		var rerr redis.Error
+		if errors.As(err, &rerr) && ctx.Err() == nil {
+			// The server refused the command itself: no SORT, or no GET
+			// patterns (Redis Cluster before 7.0).
+			s.noSort.Store(true)
+			return nil, false, false, nil
+		}
+		return nil, false, false, s.fail(ctx, "history", err)
+	}
+	full := len(vals) == limit+1
+	items = make([]Task, 0, min(len(vals), limit))
+	for _, raw := range vals {
+		if raw == "" { // expired: its id waits in the history for a trim
+			if full {
+				return nil, false, false, nil
+			}
+			continue
+		}
+		t, err := redisDecodeTask(raw)
+		if err != nil {
+			return nil, false, false, fmt.Errorf("socketio: redis: history of %q: %w", owner, err)
+		}
+		if t.Owner != owner {
+			if full {
+				return nil, false, false, nil
+			}
+			continue // an owner whose hash tag collides with this one's
+		}
+		if len(items) == limit {
+			return items, true, true, nil
+		}
+		items = append(items, t)
+	}
+	return items, false, true, nil
 }
 
 // ClearHistory deletes the owner's finished tasks and returns how many it
