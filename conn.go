@@ -37,9 +37,7 @@ type conn struct {
 	afterReply func()
 	umu        sync.Mutex // serialises untagged events (see onEvent)
 
-	wmu      sync.Mutex // serialises writes to the socket
-	released atomic.Bool
-	gone     atomic.Bool
+	gone atomic.Bool
 }
 
 // admit is the namespace middleware that decides on a connection. It runs
@@ -112,9 +110,7 @@ func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 	err := s.hooks.runBefore(beforeConnect, func(h Hook) error {
 		return h.(BeforeConnectHook).BeforeConnect(hctx, ev)
 	})
-	if err != nil && hctx.Err() != nil && ErrorCode(err) == "" {
-		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
+	err = pastDeadline(hctx, err)
 	hcancel()
 	if err != nil {
 		cancel()
@@ -123,7 +119,7 @@ func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 	c.caller.UserID = ev.UserID
 
 	sess, resumed, err := s.resolveSession(ctx, resume, c.caller)
-	if err != nil && s.auth.Options().FailOpenConnects && errors.Is(err, ErrUnavailable) {
+	if err != nil && s.auth.opts.FailOpenConnects && errors.Is(err, ErrUnavailable) {
 		// Admitted with a session that could not be stored (see
 		// AuthOptions.FailOpenConnects).
 		s.logger.Warn("socketio: session storage unavailable; admitting with an unstored session", "err", err)
@@ -221,7 +217,7 @@ func (s *Server) onConnection(args ...any) {
 }
 
 func (s *Server) limitsPayload() map[string]any {
-	o := s.auth.Options()
+	o := &s.auth.opts // read-only after NewAuth; Options() would copy
 	return map[string]any{
 		"max_questions_per_minute":        o.MaxQuestionsPerMinute,
 		"max_questions_per_minute_per_ip": o.MaxQuestionsPerMinutePerIP,
@@ -299,7 +295,7 @@ func (c *conn) handle(name string, args []any, ack socket.Ack) {
 	h, known := requestHandlers[name]
 	if !known {
 		if ack != nil {
-			ack([]any{failure(ErrUnknownEvent)}, nil)
+			ack([]any{map[string]any{"ok": false, "error": ErrUnknownEvent.wire()}}, nil)
 		}
 		return
 	}
@@ -315,9 +311,7 @@ func (c *conn) handle(name string, args []any, ack socket.Ack) {
 			// slow or unreachable backend answers unavailable in time.
 			ctx, cancel := context.WithTimeout(c.ctx, c.srv.opts.StorageTimeout)
 			reply, err = h.fn(c, ctx, p)
-			if err != nil && ctx.Err() != nil && ErrorCode(err) == "" {
-				err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-			}
+			err = pastDeadline(ctx, err)
 			cancel()
 		}
 	}
@@ -330,6 +324,15 @@ func (c *conn) handle(name string, args []any, ack socket.Ack) {
 	}
 }
 
+// pastDeadline marks an uncoded error of work whose ctx ended as
+// unavailable: the backend was too slow or unreachable.
+func pastDeadline(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && ErrorCode(err) == "" {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
 // reply answers a request: through its ack when it has one, otherwise with
 // the reply event or an "error" event.
 func (c *conn) reply(event, replyEvent string, ack socket.Ack, reply map[string]any, err error) {
@@ -339,7 +342,7 @@ func (c *conn) reply(event, replyEvent string, ack socket.Ack, reply map[string]
 			c.srv.logger.Error("socketio: request failed", "event", event, "socket", c.caller.SocketID, "err", err)
 		}
 		if ack != nil {
-			c.writeAck(ack, map[string]any{"ok": false, "error": we.wire()})
+			ack([]any{map[string]any{"ok": false, "error": we.wire()}}, nil)
 			return
 		}
 		m := we.wire()
@@ -349,30 +352,20 @@ func (c *conn) reply(event, replyEvent string, ack socket.Ack, reply map[string]
 	}
 	reply["ok"] = true
 	if ack != nil {
-		c.writeAck(ack, reply)
+		ack([]any{reply}, nil)
 		return
 	}
 	c.push(replyEvent, reply)
 }
 
-func failure(err error) map[string]any {
-	return map[string]any{"ok": false, "error": toWireError(err, CodeInternal).wire()}
-}
-
-func (c *conn) writeAck(ack socket.Ack, v map[string]any) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	ack([]any{v}, nil)
-}
-
-// push emits an event to this socket. Writes are serialised per socket, so
-// that pushes from answer workers and replies never interleave.
+// push emits an event to this socket. Only the goroutine running the
+// socket's requests (or its setup, before any request runs) pushes, so
+// replies go out in request order; task events go through broadcast. It
+// never sets v2's per-socket emit flags, which race (see defects tests).
 func (c *conn) push(event string, v map[string]any) {
 	if c.gone.Load() {
 		return
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if err := c.sock.Emit(event, v); err != nil {
 		c.srv.logger.Debug("socketio: emit failed", "event", event, "err", err)
 	}

@@ -204,7 +204,7 @@ type askRequest struct {
 
 // parseAsk validates an ask_question payload in PROTOCOL.md's order: every
 // field's type (invalid_payload), then the room's and the texts' own codes.
-func parseAsk(p payload, limits AuthOptions, isSocketID func(string) bool) (askRequest, error) {
+func parseAsk(p payload, limits *AuthOptions, isSocketID func(string) bool) (askRequest, error) {
 	var r askRequest
 	question, _, err := p.string("question", true)
 	if err != nil {
@@ -242,7 +242,7 @@ func parseAsk(p payload, limits AuthOptions, isSocketID func(string) bool) (askR
 
 func (c *conn) askQuestion(ctx context.Context, p payload) (map[string]any, error) {
 	s := c.srv
-	req, err := parseAsk(p, s.auth.Options(), s.isSocketID)
+	req, err := parseAsk(p, &s.auth.opts, s.isSocketID)
 	if err != nil {
 		return nil, err
 	}

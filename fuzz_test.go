@@ -45,7 +45,7 @@ func FuzzRequest(f *testing.F) {
 		}
 		_, err = p.limit("limit", 20, 100)
 		coded(err)
-		req, err := parseAsk(p, limits, taken)
+		req, err := parseAsk(p, &limits, taken)
 		coded(err)
 		if err != nil {
 			return

@@ -307,11 +307,7 @@ func (r *taskRunner) stop(taskID string) {
 // caller holds the task's run lock, if it has a run.
 func (r *taskRunner) pushEnd(t Task) {
 	room := taskRooms(t)
-	r.srv.broadcast(room, "task_status", map[string]any{
-		"task_id":    t.ID,
-		"status":     string(t.Status),
-		"updated_at": formatTime(t.UpdatedAt),
-	})
+	r.srv.broadcast(room, "task_status", taskStatusEvent(t))
 	if t.Status == TaskCompleted {
 		m := map[string]any{
 			"task_id":     t.ID,
@@ -393,11 +389,16 @@ func (r *taskRunner) forget(run *taskRun) {
 
 // pushStatus sends task_status; the caller holds run.mu.
 func (r *taskRunner) pushStatus(run *taskRun) {
-	r.pushTo(run, "task_status", map[string]any{
-		"task_id":    run.task.ID,
-		"status":     string(run.task.Status),
-		"updated_at": formatTime(run.task.UpdatedAt),
-	})
+	r.pushTo(run, "task_status", taskStatusEvent(run.task))
+}
+
+// taskStatusEvent is the task_status payload of t.
+func taskStatusEvent(t Task) map[string]any {
+	return map[string]any{
+		"task_id":    t.ID,
+		"status":     string(t.Status),
+		"updated_at": formatTime(t.UpdatedAt),
+	}
 }
 
 // pushTo sends an event of the task to the room it was asked into, or to
