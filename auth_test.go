@@ -886,3 +886,42 @@ func stats(t *testing.T, a *Auth) ConnectionStats {
 	require.NoError(t, err)
 	return st
 }
+
+// TestAuthFailOpenConnects: with the shared state down, FailOpenConnects
+// admits connections uncounted, but a token verifier still decides.
+func TestAuthFailOpenConnects(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	verify := func(_ context.Context, token string) (string, error) {
+		if token == "good" {
+			return "u1", nil
+		}
+		return "", errors.New("bad token")
+	}
+	cases := []struct {
+		name     string
+		verifier func(context.Context, string) (string, error)
+		token    string
+		user     string
+		code     Code
+	}{
+		{"no verifier: admitted", nil, "", "", ""},
+		{"verified token: admitted as its user", verify, "good", "u1", ""},
+		{"rejected token: still refused", verify, "bad", "", CodeUnauthorized},
+		{"missing token: still refused", verify, "", "", CodeUnauthorized},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := newAuth(AuthOptions{TokenVerifier: tc.verifier, FailOpenConnects: true, Logger: slog.New(slog.DiscardHandler)},
+				authConfig{state: failingAuthState{}, sweepEvery: -1})
+			require.NoError(t, err)
+			defer a.Close()
+			user, err := a.CheckConnect(context.Background(), "k", "192.0.2.1", tc.token)
+			if tc.code != "" {
+				requireCode(t, err, tc.code)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.user, user)
+		})
+	}
+}

@@ -447,28 +447,48 @@ func manyConnections(t *testing.T) *socketio.Auth {
 	return a
 }
 
-// Handler must hand out one engine however it is called: v2.5.0's
-// ServeHandler checks for an existing engine without a lock, so concurrent
-// first calls can build two (seen 1 in 200 tries here).
-func TestHandlerIsOneEngine(t *testing.T) {
-	for range 50 {
-		sio := socket.NewServer(nil, nil)
-		qa, err := socketio.Register(sio, socketio.Options{})
-		require.NoError(t, err)
-		handlers := make([]http.Handler, 8)
-		var wg sync.WaitGroup
-		for i := range handlers {
-			wg.Add(1)
-			go func() { defer wg.Done(); handlers[i] = qa.Handler() }()
+// Defect: v2.5.0's ServeHandler checks for an existing engine without a
+// lock, so concurrent first calls can build two engines. It is rare (0 to
+// 8 of 200 servers in three runs here), so the bare count is logged, not asserted;
+// Handler must hand out one engine however it is called.
+func TestDefectConcurrentServeHandler(t *testing.T) {
+	const servers = 200
+	t.Run("bare", func(t *testing.T) {
+		two := 0
+		for range servers {
+			sio := socket.NewServer(nil, nil)
+			var a, b http.Handler
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); a = sio.ServeHandler(nil) }()
+			go func() { defer wg.Done(); b = sio.ServeHandler(nil) }()
+			wg.Wait()
+			if a != b {
+				two++
+			}
+			sio.Close(nil)
 		}
-		wg.Wait()
-		for _, h := range handlers[1:] {
-			require.Same(t, handlers[0], h)
+		t.Logf("bare v2.5.0: %d of %d servers built two engines", two, servers)
+	})
+	t.Run("library", func(t *testing.T) {
+		for range servers / 4 {
+			sio := socket.NewServer(nil, nil)
+			qa, err := socketio.Register(sio, socketio.Options{})
+			require.NoError(t, err)
+			handlers := make([]http.Handler, 8)
+			var wg sync.WaitGroup
+			for i := range handlers {
+				wg.Add(1)
+				go func() { defer wg.Done(); handlers[i] = qa.Handler() }()
+			}
+			wg.Wait()
+			for _, h := range handlers[1:] {
+				require.Same(t, handlers[0], h)
+			}
+			require.NoError(t, qa.Close(context.Background()))
+			sio.Close(nil)
 		}
-		require.NoError(t, qa.Close(context.Background()))
-		sio.Close(nil)
-	}
-
+	})
 }
 
 // Defect: v2.5.0 sends the CONNECT reply before it registers the socket,
