@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -291,4 +293,54 @@ func TestWireSuggestions(t *testing.T) {
 	assert.Equal(t, []any{"什么是流式回答？"}, m["suggestions"])
 	m = okReply(t, "suggestions", call(t, c, "get_suggestions", "zzzz"))
 	assert.Equal(t, []any{}, m["suggestions"])
+}
+
+// blockingJoin holds the first join_room until released.
+type blockingJoin struct {
+	socketio.BaseHook
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *blockingJoin) BeforeJoinRoom(context.Context, *socketio.RoomEvent) error {
+	first := false
+	h.once.Do(func() { first = true })
+	if first {
+		close(h.entered)
+		<-h.release
+	}
+	return nil
+}
+
+// TestWireFloodIsDisconnected: a client that sends more events than
+// MaxPendingEvents while an earlier one is still running is disconnected;
+// others are not affected.
+func TestWireFloodIsDisconnected(t *testing.T) {
+	ts := startServer(t, socketio.Options{MaxPendingEvents: 4})
+	h := &blockingJoin{BaseHook: socketio.NewBaseHook("block", 50), entered: make(chan struct{}), release: make(chan struct{})}
+	require.NoError(t, ts.QA.Hooks().Register(h))
+	t.Cleanup(func() {
+		select {
+		case <-h.release:
+		default:
+			close(h.release)
+		}
+	})
+	flooder, _ := ts.dial(t, "websocket")
+	bystander, _ := ts.dial(t, "websocket")
+	require.NoError(t, flooder.Emit("join_room", "first"))
+	<-h.entered
+	for range 20 {
+		if flooder.Emit("get_history") != nil {
+			break
+		}
+	}
+	select {
+	case <-flooder.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the flooding client was not disconnected")
+	}
+	close(h.release)
+	okReply(t, "history", call(t, bystander, "get_history"))
 }
