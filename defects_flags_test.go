@@ -8,6 +8,7 @@ package socketio_test
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,4 +63,25 @@ func TestDefectEmitFlagsBare(t *testing.T) {
 	wg.Wait()
 	assert.Positive(t, bled.Load(), "the defect: another emit's timeout applied to acks that asked for none")
 	t.Logf("bare v2.5.0: %d of %d acks failed with a timeout they never asked for", bled.Load(), n)
+}
+
+// TestDefectConcurrentServeHandlerBare measures v2.5.0's ServeHandler race
+// (see TestDefectConcurrentServeHandler).
+func TestDefectConcurrentServeHandlerBare(t *testing.T) {
+	const servers = 200
+	two := 0
+	for range servers {
+		sio := socket.NewServer(nil, nil)
+		var a, b http.Handler
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); a = sio.ServeHandler(nil) }()
+		go func() { defer wg.Done(); b = sio.ServeHandler(nil) }()
+		wg.Wait()
+		if a != b {
+			two++
+		}
+		sio.Close(nil)
+	}
+	t.Logf("bare v2.5.0: %d of %d servers built two engines", two, servers)
 }

@@ -449,27 +449,12 @@ func manyConnections(t *testing.T) *socketio.Auth {
 
 // Defect: v2.5.0's ServeHandler checks for an existing engine without a
 // lock, so concurrent first calls can build two engines. It is rare (0 to
-// 8 of 200 servers in three runs here), so the bare count is logged, not asserted;
-// Handler must hand out one engine however it is called.
+// 8 of 200 servers in three runs here), so the bare count is logged, not
+// asserted, by TestDefectConcurrentServeHandlerBare, which runs outside the
+// race detector (that reports the race itself). Handler must hand out one
+// engine however it is called.
 func TestDefectConcurrentServeHandler(t *testing.T) {
 	const servers = 200
-	t.Run("bare", func(t *testing.T) {
-		two := 0
-		for range servers {
-			sio := socket.NewServer(nil, nil)
-			var a, b http.Handler
-			var wg sync.WaitGroup
-			wg.Add(2)
-			go func() { defer wg.Done(); a = sio.ServeHandler(nil) }()
-			go func() { defer wg.Done(); b = sio.ServeHandler(nil) }()
-			wg.Wait()
-			if a != b {
-				two++
-			}
-			sio.Close(nil)
-		}
-		t.Logf("bare v2.5.0: %d of %d servers built two engines", two, servers)
-	})
 	t.Run("library", func(t *testing.T) {
 		for range servers / 4 {
 			sio := socket.NewServer(nil, nil)
