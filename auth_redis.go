@@ -24,7 +24,8 @@ import (
 var _ authState = (*redisAuthState)(nil)
 
 // The scripts of the Redis auth state. Each touches exactly one key, so each
-// runs in one slot of a Cluster whatever the key names.
+// runs in one slot of a Cluster whatever the key names, except
+// rateReserveBothScript, which is used only off Cluster.
 var (
 	//go:embed redis/auth_conn_acquire.lua
 	connAcquireLua    string
@@ -37,6 +38,10 @@ var (
 	//go:embed redis/auth_rate_reserve.lua
 	rateReserveLua    string
 	rateReserveScript = redis.NewScript(rateReserveLua)
+
+	//go:embed redis/auth_rate_reserve_both.lua
+	rateReserveBothLua    string
+	rateReserveBothScript = redis.NewScript(rateReserveBothLua)
 
 	//go:embed redis/auth_blocks_fetch.lua
 	blocksFetchLua    string
@@ -401,6 +406,39 @@ func (r *redisAuthState) reserveQuestion(ctx context.Context, sessionID, addr st
 	winUS := int64((lim.window + time.Microsecond - 1) / time.Microsecond)
 	ttl := max((2 * lim.window).Milliseconds(), 1000)
 	sessKey, addrKey := r.sessionRateKey(sessionID), r.addrRateKey(addr)
+	release := func() func() {
+		var once sync.Once
+		return func() {
+			once.Do(func() { r.removeRecords(context.Background(), id, sessKey, addrKey) })
+		}
+	}
+	if _, cluster := r.rdb.(*redis.ClusterClient); !cluster {
+		// Both windows in one atomic script: exact under any concurrency.
+		vals, err := rateReserveBothScript.Run(ctx, r.rdb, []string{sessKey, addrKey},
+			nowUS, nowUS-winUS, lim.perSession, lim.perAddr, id, ttl).Slice()
+		if err != nil {
+			return nil, err
+		}
+		if len(vals) == 1 {
+			return release(), nil
+		}
+		if len(vals) != 3 {
+			return nil, fmt.Errorf("socketio: unexpected reserve reply %v", vals)
+		}
+		sWait, err := waitFor(vals[1], nowUS, winUS)
+		if err != nil {
+			return nil, err
+		}
+		aWait, err := waitFor(vals[2], nowUS, winUS)
+		if err != nil {
+			return nil, err
+		}
+		return nil, rateLimited(lim, sWait, aWait)
+	}
+	// On a Cluster the two windows live in different slots: two scripts in
+	// one pipeline, and the half recorded taken back when the other
+	// refused. Never over a limit, but a question racing that take-back may
+	// be refused while a window has room.
 	sess := &scriptCall{script: rateReserveScript, keys: []string{sessKey}, args: []any{nowUS, nowUS - winUS, lim.perSession, id, ttl}}
 	adr := &scriptCall{script: rateReserveScript, keys: []string{addrKey}, args: []any{nowUS, nowUS - winUS, lim.perAddr, id, ttl}}
 	r.runScripts(ctx, sess, adr)
@@ -408,10 +446,7 @@ func (r *redisAuthState) reserveQuestion(ctx context.Context, sessionID, addr st
 	sOK, sWait, sErr := reserveResult(sess.cmd, nowUS, winUS)
 	aOK, aWait, aErr := reserveResult(adr.cmd, nowUS, winUS)
 	if sOK && aOK {
-		var once sync.Once
-		return func() {
-			once.Do(func() { r.removeRecords(context.Background(), id, sessKey, addrKey) })
-		}, nil
+		return release(), nil
 	}
 	// Take back the half that was recorded.
 	var keys []string
@@ -443,14 +478,24 @@ func reserveResult(cmd *redis.Cmd, nowUS, winUS int64) (ok bool, wait time.Durat
 	if len(vals) != 2 {
 		return false, 0, fmt.Errorf("socketio: unexpected reserve reply %v", vals)
 	}
-	s, _ := vals[1].(string)
+	wait, err = waitFor(vals[1], nowUS, winUS)
+	return false, wait, err
+}
+
+// waitFor turns the score of the record whose leaving makes room in a log
+// ("" when the log has room) into the wait until then.
+func waitFor(score any, nowUS, winUS int64) (time.Duration, error) {
+	s, _ := score.(string)
+	if s == "" {
+		return 0, nil
+	}
 	at, err := strconv.ParseFloat(s, 64)
 	if err != nil {
-		return false, 0, fmt.Errorf("socketio: unexpected reserve reply %v", vals)
+		return 0, fmt.Errorf("socketio: unexpected reserve score %v", score)
 	}
 	// A record scored at or before now-window has been pruned, so the wait
 	// is at least 1µs.
-	return false, time.Duration(max(int64(at)+winUS-nowUS, 1)) * time.Microsecond, nil
+	return time.Duration(max(int64(at)+winUS-nowUS, 1)) * time.Microsecond, nil
 }
 
 // removeRecords removes question record id from keys, in one pipeline,

@@ -702,7 +702,7 @@ func TestRedisAuthRoundTrips(t *testing.T) {
 				_, err := b.ReserveQuestion(ctx, "q", "192.0.2.2")
 				requireCode(t, err, CodeRateLimited)
 			}},
-			{"ReserveQuestion refused by one: compensated", 2, func() {
+			{"ReserveQuestion refused by one: nothing to take back (one script off Cluster)", 1, func() {
 				_, err := a.ReserveQuestion(ctx, "q", "192.0.2.9")
 				requireCode(t, err, CodeRateLimited)
 			}},
@@ -885,4 +885,39 @@ func BenchmarkRedisAuth(b *testing.B) {
 			return err
 		})
 	})
+}
+
+// TestRedisAuthRateLimitOnCluster runs the question limits through a
+// ClusterClient (on miniredis), where the two windows are two scripts and
+// a half-recorded question is taken back.
+func TestRedisAuthRateLimitOnCluster(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{mr.Addr()}})
+	t.Cleanup(func() { rdb.Close() })
+	clk := &authTestClock{t: time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)}
+	st := newRedisAuthState(rdb, redisAuthConfig{prefix: "qa:", now: clk.Now, logger: slog.New(slog.DiscardHandler)})
+	a, err := newAuth(AuthOptions{MaxQuestionsPerMinute: 2, MaxQuestionsPerMinutePerIP: 3, Logger: slog.New(slog.DiscardHandler)},
+		authConfig{now: clk.Now, sweepEvery: -1, state: st})
+	require.NoError(t, err)
+	t.Cleanup(func() { a.Close() })
+	ctx := context.Background()
+
+	for range 2 {
+		_, err := a.ReserveQuestion(ctx, "s1", "192.0.2.1")
+		require.NoError(t, err)
+	}
+	_, err = a.ReserveQuestion(ctx, "s1", "192.0.2.1")
+	e := requireCode(t, err, CodeRateLimited)
+	assert.Equal(t, time.Minute, e.RetryAfter, "the session's oldest question leaves the window in a minute")
+
+	// The address has one place left: s2 takes it; s3 is refused by the
+	// address alone, and what it recorded in its own window is taken back.
+	_, err = a.ReserveQuestion(ctx, "s2", "192.0.2.1")
+	require.NoError(t, err)
+	_, err = a.ReserveQuestion(ctx, "s3", "192.0.2.1")
+	requireCode(t, err, CodeRateLimited)
+	_, err = a.ReserveQuestion(ctx, "s3", "192.0.2.2")
+	require.NoError(t, err)
+	_, err = a.ReserveQuestion(ctx, "s3", "192.0.2.2")
+	require.NoError(t, err, "the refused question did not use s3's budget of 2")
 }
