@@ -383,23 +383,31 @@ func (c *Client) send(packet string) error {
 // waiting for one if needed. Without a deadline on ctx, Options.Timeout
 // applies. Events queued before the connection ended can still be read.
 func (c *Client) Next(ctx context.Context, event string) ([]any, error) {
-	e, err := c.take(ctx, event, true)
+	e, err := c.take(ctx, event, true, nil)
 	return e.Args, err
 }
 
 // NextAny returns the oldest queued event of any name, waiting for one if
 // needed; use it to assert the order of different events.
 func (c *Client) NextAny(ctx context.Context) (Event, error) {
-	return c.take(ctx, "", false)
+	return c.take(ctx, "", false, nil)
 }
 
-func (c *Client) take(ctx context.Context, name string, byName bool) (Event, error) {
+// NextFunc returns the oldest queued event for which match reports true,
+// waiting for one if needed; events it passes over stay queued. match is
+// called with the client's lock held, so it must not call the Client.
+// Without a deadline on ctx, Options.Timeout applies.
+func (c *Client) NextFunc(ctx context.Context, match func(Event) bool) (Event, error) {
+	return c.take(ctx, "", false, match)
+}
+
+func (c *Client) take(ctx context.Context, name string, byName bool, match func(Event) bool) (Event, error) {
 	ctx, cancel := withTimeout(ctx, c.timeout)
 	defer cancel()
 	for {
 		c.mu.Lock()
 		for i, e := range c.events {
-			if !byName || e.Name == name {
+			if (!byName || e.Name == name) && (match == nil || match(e)) {
 				c.events = append(c.events[:i], c.events[i+1:]...)
 				c.mu.Unlock()
 				return e, nil
