@@ -295,26 +295,28 @@ func TestDialRefusedCarriesTheCode(t *testing.T) {
 	})
 }
 
-// addressHook records the address each connection is seen from.
-type addressHook struct {
+// callerHook records who each admitted connection is.
+type callerHook struct {
 	socketio.BaseHook
-	seen chan string
+	seen chan socketio.Caller
 }
 
-func (h *addressHook) BeforeConnect(_ context.Context, e *socketio.ConnectEvent) error {
-	h.seen <- e.Address
-	return nil
+func (h *callerHook) AfterConnect(_ context.Context, e *socketio.ConnectEvent) {
+	h.seen <- e.Caller
 }
 
 func TestHeadersReachTheService(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr qatest.Transport) {
 		auth := newAuth(t, socketio.AuthOptions{TrustedProxies: []string{"127.0.0.1/32"}})
 		srv := qatest.NewServer(t, socketio.Options{Auth: auth})
-		hook := &addressHook{BaseHook: socketio.NewBaseHook("address", 50), seen: make(chan string, 2)}
+		hook := &callerHook{BaseHook: socketio.NewBaseHook("caller", 50), seen: make(chan socketio.Caller, 2)}
 		require.NoError(t, srv.QA.Hooks().Register(hook))
 
-		dial(t, srv, qatest.ClientOptions{Transport: tr, Header: http.Header{"X-Forwarded-For": {"203.0.113.7"}}})
-		assert.Equal(t, "203.0.113.7", <-hook.seen)
+		c := dial(t, srv, qatest.ClientOptions{Transport: tr, Header: http.Header{"X-Forwarded-For": {"203.0.113.7"}}})
+		caller := <-hook.seen
+		assert.Equal(t, "203.0.113.7", caller.Address)
+		assert.Equal(t, c.SocketID(), caller.SocketID)
+		assert.Equal(t, c.Connected().SessionID, caller.SessionID)
 		require.NoError(t, auth.BlockIP(context.Background(), "198.51.100.0/24", "abuse", 0))
 		_, err := srv.Dial(context.Background(), qatest.ClientOptions{Transport: tr, Header: http.Header{"X-Forwarded-For": {"198.51.100.9"}}})
 		assert.ErrorIs(t, err, socketio.ErrIPBlocked)
@@ -424,6 +426,32 @@ func TestConcurrentRequests(t *testing.T) {
 	for err := range errs {
 		assert.NoError(t, err)
 	}
+}
+
+// Clients join the namespace the service is registered on.
+func TestNamespace(t *testing.T) {
+	srv := qatest.NewServer(t, socketio.Options{Namespace: "/qa"})
+	c := dial(t, srv, qatest.ClientOptions{Transport: qatest.Polling})
+	r, err := c.Request(context.Background(), "get_history", nil)
+	require.NoError(t, err)
+	assert.True(t, r.OK, "%v", r.Data)
+}
+
+// TestBannedWords is the test the README shows.
+func TestBannedWords(t *testing.T) {
+	kb := testKB(t)
+	ctx := context.Background()
+	srv := qatest.NewServer(t, socketio.Options{KnowledgeBase: kb}) // closed when the test ends
+	require.NoError(t, srv.QA.Hooks().Register(&BannedWordsHook{BaseHook: socketio.NewBaseHook("banned_words", 50), Words: []string{"password"}}))
+	c, err := srv.Dial(ctx, qatest.ClientOptions{Transport: qatest.Polling})
+	require.NoError(t, err)
+	r, err := c.Request(ctx, "ask_question", "what is the admin password?") // with an ack; Send awaits the reply event instead
+	require.NoError(t, err)
+	assert.Equal(t, socketio.CodeForbidden, r.Code())
+	r, err = c.Request(ctx, "ask_question", "What is Socket.IO?")
+	require.NoError(t, err)
+	_, err = c.Await(ctx, "answer", qatest.ForTask(r.Data["task_id"].(string))) // waits up to 5s by default
+	require.NoError(t, err)
 }
 
 func TestDialOptionErrors(t *testing.T) {
