@@ -36,7 +36,8 @@ var (
 )
 
 // ClientOptions configure Server.Dial. The zero value means a websocket
-// client without credentials.
+// client without credentials. Dial copies what it keeps, so the options may
+// be reused and changed afterwards.
 type ClientOptions struct {
 	// Transport is Websocket or Polling. default: Websocket
 	Transport Transport
@@ -61,7 +62,8 @@ type ClientOptions struct {
 }
 
 // Connected is the payload of the "connected" event the service sends to a
-// new socket (PROTOCOL.md, "Connecting").
+// new socket (PROTOCOL.md, "Connecting"). It is a plain value, safe to copy
+// and share.
 type Connected struct {
 	SessionID   string `json:"session_id"`
 	ResumeToken string `json:"resume_token"`
@@ -135,7 +137,7 @@ func (s *Server) Dial(ctx context.Context, o ClientOptions) (*Client, error) {
 		Transport: string(o.Transport),
 		Namespace: s.namespace,
 		Auth:      auth,
-		Header:    o.Header,
+		Header:    o.Header.Clone(),
 		Timeout:   o.Timeout,
 		// The service's Handler closes the races of v2.5.0 these
 		// workarounds are for, and a retry would run BeforeConnect hooks
