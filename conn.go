@@ -133,7 +133,7 @@ func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 	c.caller.SessionID = sess.ID
 	c.owner = sess.Owner()
 	c.resumed = resumed
-	c.resumeToken = s.tokens.sign(sess.ID)
+	c.resumeToken = s.resumeKeys().sign(sess.ID, time.Now())
 
 	s.mu.Lock()
 	s.sockets[c.caller.SocketID] = c
@@ -148,7 +148,7 @@ func (s *Server) resolveSession(ctx context.Context, resume string, caller Calle
 	now := time.Now().UTC()
 	sctx, cancel := s.storageCtx()
 	defer cancel()
-	if id, ok := s.tokens.verify(resume); ok {
+	if id, ok := s.resumeKeys().verify(resume, now); ok {
 		sess, err := s.storage.Session(sctx, id)
 		switch {
 		case err == nil && sess.UserID == caller.UserID:

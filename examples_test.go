@@ -2,23 +2,20 @@ package socketio_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
 	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/jwtauth"
 )
 
 // This is the seed's register_socketio_events(app): register the Q&A events
@@ -96,41 +93,32 @@ func ExampleHookManager_Register() {
 }
 
 // CustomAuthHook is the seed's CustomAuthHook: it admits only clients whose
-// handshake token is a JWT-like "header.payload.signature" signed with
-// HMAC-SHA256, and names the user from the payload's "sub". (For token
-// checks alone, AuthOptions.TokenVerifier does the same with less code.)
+// handshake token is a JWT signed with HMAC-SHA256 under its secret, not
+// expired, and names the user from its "sub". Package jwtauth checks the
+// token (and pins the algorithm, so "alg": "none" is refused). (For token
+// checks alone, AuthOptions.TokenVerifier: verifier.Verify does the same
+// with less code.)
 type CustomAuthHook struct {
 	socketio.BaseHook
-	secret []byte
+	verifier *jwtauth.Verifier
 }
 
 func (h *CustomAuthHook) BeforeConnect(ctx context.Context, e *socketio.ConnectEvent) error {
-	header, rest, _ := strings.Cut(e.Token, ".")
-	payload, sig, _ := strings.Cut(rest, ".")
-	mac := hmac.New(sha256.New, h.secret)
-	mac.Write([]byte(header + "." + payload))
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, mac.Sum(nil)) {
-		return socketio.ErrUnauthorized // the client's connect_error has code "unauthorized"
+	user, err := h.verifier.Verify(ctx, e.Token)
+	if err != nil {
+		return err // matches socketio.ErrUnauthorized: the client's connect_error has code "unauthorized"
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(payload)
-	var claims struct {
-		Sub string `json:"sub"`
-	}
-	if err != nil || json.Unmarshal(raw, &claims) != nil || claims.Sub == "" {
-		return socketio.NewError(socketio.CodeUnauthorized, "token names no user")
-	}
-	e.UserID = claims.Sub // the session and its history belong to this user
+	e.UserID = user // the session and its history belong to this user
 	return nil
 }
 
-// signDemoToken makes a token CustomAuthHook accepts.
-func signDemoToken(secret []byte, claims string) string {
-	enc := base64.RawURLEncoding
-	unsigned := enc.EncodeToString([]byte(`{"alg":"HS256"}`)) + "." + enc.EncodeToString([]byte(claims))
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(unsigned))
-	return unsigned + "." + enc.EncodeToString(mac.Sum(nil))
+// signDemoToken makes a token as an identity provider would.
+func signDemoToken(secret []byte, claims jwt.MapClaims) string {
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	if err != nil {
+		panic(err)
+	}
+	return token
 }
 
 // A custom authentication hook (the seed's CustomAuthHook, priority 90)
@@ -145,8 +133,12 @@ func ExampleHookManager_Register_customAuth() {
 	}
 	defer qa.Close(context.Background())
 
-	secret := []byte("demo secret")
-	hook := &CustomAuthHook{BaseHook: socketio.NewBaseHook("custom_auth", 90), secret: secret}
+	secret := []byte("a demo secret of at least 32 bytes")
+	verifier, err := jwtauth.New(jwtauth.Options{Secret: secret})
+	if err != nil {
+		panic(err)
+	}
+	hook := &CustomAuthHook{BaseHook: socketio.NewBaseHook("custom_auth", 90), verifier: verifier}
 	if err := qa.Hooks().Register(hook); err != nil {
 		panic(err)
 	}
@@ -154,13 +146,26 @@ func ExampleHookManager_Register_customAuth() {
 	// The library calls BeforeConnect for each connection attempt; here it
 	// is called directly to show the outcomes.
 	ctx := context.Background()
-	for _, token := range []string{signDemoToken(secret, `{"sub":"user123"}`), "forged.token.value", ""} {
+	now := time.Now()
+	unsigned, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "user123", "exp": now.Add(time.Hour).Unix()}).
+		SignedString(jwt.UnsafeAllowNoneSignatureType)
+	for _, token := range []string{
+		signDemoToken(secret, jwt.MapClaims{"sub": "user123", "exp": now.Add(time.Hour).Unix()}),
+		signDemoToken(secret, jwt.MapClaims{"sub": "user123", "exp": now.Add(-time.Minute).Unix()}), // expired
+		signDemoToken([]byte("someone else's secret, 32 bytes long"), jwt.MapClaims{"sub": "user123", "exp": now.Add(time.Hour).Unix()}),
+		unsigned, // "alg": "none"
+		"forged.token.value",
+		"",
+	} {
 		e := &socketio.ConnectEvent{Token: token}
 		err := hook.BeforeConnect(ctx, e)
 		fmt.Printf("user=%q unauthorized=%v\n", e.UserID, errors.Is(err, socketio.ErrUnauthorized))
 	}
 	// Output:
 	// user="user123" unauthorized=false
+	// user="" unauthorized=true
+	// user="" unauthorized=true
+	// user="" unauthorized=true
 	// user="" unauthorized=true
 	// user="" unauthorized=true
 }

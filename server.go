@@ -2,7 +2,6 @@ package socketio
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -67,10 +66,28 @@ type Options struct {
 	// earlier one; a client that sends more is disconnected. default: 256
 	MaxPendingEvents int
 	// Secret signs resume tokens. Sockets can only resume sessions on
-	// servers that share it. default: 32 random bytes per Register call
+	// servers that accept the secret that signed their token. default:
+	// with Redis, a random secret the nodes share through it (and follow
+	// when it changes, for instance after Redis lost its data); otherwise
+	// 32 random bytes per Register call
 	Secret []byte
+	// PreviousSecrets are secrets that verify resume tokens but sign none:
+	// to rotate Secret without ending sessions, move the old value here,
+	// set the new one, and drop the old after ResumeTokenTTL. A token
+	// names its secret by a key id derived from it (a short hash), so
+	// secrets need no names. default: none
+	PreviousSecrets [][]byte
+	// ResumeTokenTTL is how long a resume token is accepted after it was
+	// issued (every connected event brings a fresh one); an expired token
+	// gets a new session, like a forged one. default: 24h (the default
+	// StorageOptions.SessionTTL)
+	ResumeTokenTTL time.Duration
 	// Logger receives the library's logs. default: slog.Default()
 	Logger *slog.Logger
+
+	// secretRefresh is how often a secret shared through Redis is re-read.
+	// default: defaultSecretRefresh (tests shorten it)
+	secretRefresh time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -101,6 +118,12 @@ func (o Options) withDefaults() Options {
 	if o.RedisPrefix == "" {
 		o.RedisPrefix = "qa:"
 	}
+	if o.ResumeTokenTTL <= 0 {
+		o.ResumeTokenTTL = 24 * time.Hour
+	}
+	if o.secretRefresh <= 0 {
+		o.secretRefresh = defaultSecretRefresh
+	}
 	return o
 }
 
@@ -119,7 +142,8 @@ type Server struct {
 	answerer  Answerer
 	suggester Suggester
 	logger    *slog.Logger
-	tokens    resumeSigner
+	tokens    atomic.Pointer[resumeKeyring] // see resumeKeys
+	shared    *sharedSecret                 // nil unless the secret is shared through Redis
 	tasks     *taskRunner
 	metrics   *MetricsHook
 
@@ -168,6 +192,7 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	fail := func(err error) (*Server, error) {
 		p.Untrack(opts.Namespace)
 		s.cancel()
+		s.wg.Wait()
 		if s.ownAuth && s.auth != nil {
 			_ = s.auth.Close()
 		}
@@ -207,23 +232,9 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	if s.suggester == nil {
 		s.suggester = NewSuggester(opts.KnowledgeBase, s.storage.PopularQuestions)
 	}
-	secret := opts.Secret
-	switch {
-	case len(secret) > 0:
-	case opts.Redis != nil:
-		ctx, cancel := context.WithTimeout(context.Background(), opts.StorageTimeout)
-		secret, err = sharedSecret(ctx, opts.Redis, opts.RedisPrefix+"resume-secret")
-		cancel()
-		if err != nil {
-			return fail(fmt.Errorf("socketio: Register: %w", err))
-		}
-	default:
-		secret = make([]byte, 32)
-		if _, err := rand.Read(secret); err != nil {
-			return fail(err)
-		}
+	if err := s.setupResumeKeys(); err != nil {
+		return fail(err)
 	}
-	s.tokens = resumeSigner{secret: secret}
 
 	s.hooks = NewHookManager(opts.Logger)
 	s.metrics = NewMetricsHook()
@@ -254,6 +265,56 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 		return fail(err)
 	}
 	return s, nil
+}
+
+// setupResumeKeys builds the keyring of resume-token secrets from the
+// options and, when the secret is shared through Redis, starts following
+// it.
+func (s *Server) setupResumeKeys() error {
+	opts := s.opts
+	var previous []resumeKey
+	for _, p := range opts.PreviousSecrets {
+		if len(p) == 0 {
+			return errors.New("socketio: Register: an empty PreviousSecrets entry")
+		}
+		previous = append(previous, newResumeKey(p))
+	}
+	switch {
+	case len(opts.Secret) > 0:
+		s.tokens.Store(newKeyring(newResumeKey(opts.Secret), opts.ResumeTokenTTL, time.Now(), previous...))
+	case opts.Redis != nil:
+		shared, err := newSharedSecret(opts.Redis, opts.RedisPrefix+"resume-secret", opts.ResumeTokenTTL, previous, opts.Logger)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), opts.StorageTimeout)
+		err = shared.refresh(ctx, false)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("socketio: Register: %w", err)
+		}
+		s.shared = shared
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			shared.run(s.ctx, opts.secretRefresh, opts.StorageTimeout)
+		}()
+	default:
+		secret, err := randomSecret()
+		if err != nil {
+			return err
+		}
+		s.tokens.Store(newKeyring(newResumeKey(secret), opts.ResumeTokenTTL, time.Now(), previous...))
+	}
+	return nil
+}
+
+// resumeKeys returns the keyring that signs and verifies resume tokens now.
+func (s *Server) resumeKeys() *resumeKeyring {
+	if s.shared != nil {
+		return s.shared.ring.Load()
+	}
+	return s.tokens.Load()
 }
 
 // Hooks returns the Server's hook manager, with the built-in hooks "auth"

@@ -5,7 +5,8 @@
 //	go run ./cmd/qa-server            # then open http://127.0.0.1:8080/
 //
 // Every setting is a flag with an environment twin (flags win); -h lists
-// them.
+// them. Secrets are read from the environment or from files (QA_SECRET,
+// QA_SECRET_FILE, QA_JWT_SECRET, …), not from flags, which show in ps.
 package main
 
 import (
@@ -41,7 +42,7 @@ type config struct {
 	maxConnsPerIP    int
 	maxQPerMin       int
 	maxQPerMinPerIP  int
-	secret           string
+	secrets          secretConfig
 	answerDelay      time.Duration
 	shutdownTimeout  time.Duration
 	logLevel         string
@@ -98,7 +99,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.maxConnsPerIP, "max-connections-per-ip", envInt("QA_MAX_CONNECTIONS_PER_IP", 10), "open connections allowed per client address (env QA_MAX_CONNECTIONS_PER_IP)")
 	fs.IntVar(&c.maxQPerMin, "max-questions-per-minute", envInt("QA_MAX_QUESTIONS_PER_MINUTE", 5), "questions per session in any 60 s window (env QA_MAX_QUESTIONS_PER_MINUTE)")
 	fs.IntVar(&c.maxQPerMinPerIP, "max-questions-per-minute-per-ip", envInt("QA_MAX_QUESTIONS_PER_MINUTE_PER_IP", 60), "questions per client address in any 60 s window (env QA_MAX_QUESTIONS_PER_MINUTE_PER_IP)")
-	fs.StringVar(&c.secret, "secret", envStr("QA_SECRET", ""), "secret that signs resume tokens; when empty, random per start, or shared through Redis with -redis-url (env QA_SECRET)")
+	secrets := addSecretFlags(fs, getenv)
 	fs.DurationVar(&c.answerDelay, "answer-delay", envDur("QA_ANSWER_DELAY", 0), "pause before each streamed answer chunk, to mimic a slow model (env QA_ANSWER_DELAY)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("QA_SHUTDOWN_TIMEOUT", 10*time.Second), "how long answers in flight may finish on shutdown (env QA_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.logLevel, "log-level", envStr("QA_LOG_LEVEL", "info"), "debug, info, warn or error (env QA_LOG_LEVEL)")
@@ -108,6 +109,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.trustedProxyList, "trusted-proxies", envStr("QA_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For is believed (env QA_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	var err error
+	if c.secrets, err = secrets.resolve(fs); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
@@ -235,12 +240,15 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 	opts := socketio.Options{
 		KnowledgeBase: kb,
 		Answerer:      kb.Answerer(socketio.KBAnswererOptions{ChunkDelay: cfg.answerDelay}),
-		Secret:        []byte(cfg.secret),
 		Logger:        logger,
 		RedisPrefix:   cfg.redisPrefix,
 	}
 	if rdb != nil {
 		authOpts.Redis, opts.Redis = rdb, rdb
+	}
+	if err := cfg.secrets.apply(&opts, &authOpts); err != nil {
+		closeRedis()
+		return nil, nil, err
 	}
 	auth, err := socketio.NewAuth(authOpts)
 	if err != nil {

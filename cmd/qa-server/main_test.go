@@ -44,7 +44,7 @@ func TestParseConfig(t *testing.T) {
 			assert.Equal(t, 3, c.maxConnsPerIP)
 			assert.Equal(t, 7, c.maxQPerMin)
 			assert.Equal(t, 70, c.maxQPerMinPerIP)
-			assert.Equal(t, "s3", c.secret)
+			assert.Equal(t, []byte("s3"), c.secrets.resume)
 			assert.Equal(t, 30*time.Millisecond, c.answerDelay)
 			assert.Equal(t, "redis://127.0.0.1:6379/2", c.redisURL)
 		}, false},

@@ -1,0 +1,31 @@
+package socketio
+
+import (
+	"context"
+	"time"
+)
+
+// Test seams for package socketio_test.
+
+// WithSecretRefresh returns opts with a secret shared through Redis re-read
+// every d instead of every 10 s.
+func WithSecretRefresh(opts Options, d time.Duration) Options {
+	opts.secretRefresh = d
+	return opts
+}
+
+// RefreshSharedSecret runs one refresh of s's shared resume secret now, as
+// its periodic refresh does.
+func RefreshSharedSecret(ctx context.Context, s *Server) error {
+	return s.shared.refresh(ctx, true)
+}
+
+// ResumeKeyIDs returns the key id of the secret that signs s's new resume
+// tokens and those of the secrets it accepts besides.
+func ResumeKeyIDs(s *Server) (current string, previous []string) {
+	k := s.resumeKeys()
+	for _, p := range k.previous {
+		previous = append(previous, p.kid)
+	}
+	return k.current.kid, previous
+}
