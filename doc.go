@@ -9,7 +9,7 @@
 //
 // # Registering the service
 //
-// Register wires the events of PROTOCOL.md (ask_question, get_history,
+// Register wires the events of docs/protocol.md (ask_question, get_history,
 // join_room, …) onto one namespace and returns a *Server. Serve its
 // Handler, not the Socket.IO server's own, and Close it on shutdown:
 //
@@ -69,7 +69,7 @@
 //
 // # Errors
 //
-// Every error a client can see carries a code of PROTOCOL.md. Refuse with
+// Every error a client can see carries a code of docs/protocol.md. Refuse with
 // a sentinel (ErrForbidden, ErrRateLimited, …) or an *Error of your own,
 // with RetryAfter where it applies; match with errors.Is, errors.As or
 // ErrorCode. An error without a code reaches the client as "internal" (or

@@ -527,7 +527,7 @@ func ExampleNewKnowledgeBase() {
 	// 暂时无法回答。 []
 }
 
-// Errors carry a PROTOCOL.md code. errors.Is matches any error with the same
+// Errors carry a docs/protocol.md code. errors.Is matches any error with the same
 // code as a sentinel, however it is wrapped; ErrorCode reads the code.
 func ExampleErrorCode() {
 	err := fmt.Errorf("ask_question: %w", socketio.NewError(socketio.CodeRateLimited, "5 questions per minute"))
