@@ -13,8 +13,8 @@
 // join_room, …) onto one namespace and returns a *Server. Serve its
 // Handler, not the Socket.IO server's own, and Close it on shutdown:
 //
-//	io := socket.NewServer(nil, nil)
-//	qa, err := socketio.Register(io, socketio.Options{KnowledgeBase: kb})
+//	sio := socket.NewServer(nil, nil)
+//	qa, err := socketio.Register(sio, socketio.Options{KnowledgeBase: kb})
 //	…
 //	mux.Handle("/socket.io/", qa.Handler())
 //	defer qa.Close(ctx)
