@@ -13,11 +13,14 @@
 // join_room, …) onto one namespace and returns a *Server. Serve its
 // Handler, not the Socket.IO server's own, and Close it on shutdown:
 //
+//	kb, err := socketio.NewKnowledgeBase(entries) // or Options.Answerer
+//	…
 //	sio := socket.NewServer(nil, nil)
 //	qa, err := socketio.Register(sio, socketio.Options{KnowledgeBase: kb})
 //	…
 //	mux.Handle("/socket.io/", qa.Handler())
-//	defer qa.Close(ctx)
+//	…
+//	err = qa.Close(ctx) // on shutdown; ctx bounds the answers in flight
 //
 // The zero Options means the defaults; each field documents its own.
 //
@@ -58,7 +61,10 @@
 //
 // Nodes that share a Redis also need a cluster adapter on their Socket.IO
 // server for rooms and answers to cross them: package redisadapter is one,
-// compatible with the official Node Redis tooling.
+// compatible with the official Node Redis tooling. Behind a load balancer,
+// long-polling clients need sticky sessions (every request of a polling
+// session must reach the node that holds it); websocket-only clients do
+// not.
 //
 // # Answers and suggestions
 //
