@@ -128,8 +128,8 @@ func (h *orderHook) BeforeJoinRoom(_ context.Context, e *socketio.RoomEvent) err
 
 // startChild runs this test binary as a bare v2 server in another process
 // (see runChild in main_test.go) and returns its URL and a function that
-// waits for the process to end, returning its exit error and output.
-func startChild(t *testing.T, mode string) (string, func() (error, string)) {
+// waits for the process to end, returning its output and exit error.
+func startChild(t *testing.T, mode string) (string, func() (string, error)) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode)
@@ -142,7 +142,7 @@ func startChild(t *testing.T, mode string) (string, func() (error, string)) {
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	require.NoError(t, err)
 	url := strings.TrimSpace(strings.TrimPrefix(line, "URL="))
-	wait := func() (error, string) {
+	wait := func() (string, error) {
 		done := make(chan error, 1)
 		go func() {
 			_, _ = io.Copy(io.Discard, stdout)
@@ -150,10 +150,10 @@ func startChild(t *testing.T, mode string) (string, func() (error, string)) {
 		}()
 		select {
 		case err := <-done:
-			return err, stderr.String()
+			return stderr.String(), err
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			return <-done, "still running after 10s"
+			return "still running after 10s", <-done
 		}
 	}
 	return url, wait
@@ -166,7 +166,7 @@ func TestDefectListenerPanic(t *testing.T) {
 		url, wait := startChild(t, "listener-panic")
 		c := dialURL(t, url, sioclient.TransportWebsocket)
 		require.NoError(t, c.Emit("boom"))
-		err, stderr := wait()
+		stderr, err := wait()
 		require.Error(t, err, "the defect: the process died")
 		assert.Contains(t, stderr, "a bug in a listener")
 	})
@@ -202,7 +202,7 @@ func TestDefectMalformedFrames(t *testing.T) {
 				url, wait := startChild(t, "plain")
 				c := dialURL(t, url, sioclient.TransportWebsocket)
 				require.NoError(t, c.SendRaw(frame))
-				err, stderr := wait()
+				stderr, err := wait()
 				require.Error(t, err, "the defect: the process died")
 				assert.Contains(t, stderr, "panic")
 			})

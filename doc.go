@@ -9,15 +9,18 @@
 //
 // # Registering the service
 //
-// Register wires the events of PROTOCOL.md (ask_question, get_history,
+// Register wires the events of docs/protocol.md (ask_question, get_history,
 // join_room, …) onto one namespace and returns a *Server. Serve its
 // Handler, not the Socket.IO server's own, and Close it on shutdown:
 //
-//	io := socket.NewServer(nil, nil)
-//	qa, err := socketio.Register(io, socketio.Options{KnowledgeBase: kb})
+//	kb, err := socketio.NewKnowledgeBase(entries) // or Options.Answerer
+//	…
+//	sio := socket.NewServer(nil, nil)
+//	qa, err := socketio.Register(sio, socketio.Options{KnowledgeBase: kb})
 //	…
 //	mux.Handle("/socket.io/", qa.Handler())
-//	defer qa.Close(ctx)
+//	…
+//	err = qa.Close(ctx) // on shutdown; ctx bounds the answers in flight
 //
 // The zero Options means the defaults; each field documents its own.
 //
@@ -58,7 +61,10 @@
 //
 // Nodes that share a Redis also need a cluster adapter on their Socket.IO
 // server for rooms and answers to cross them: package redisadapter is one,
-// compatible with the official Node Redis tooling.
+// compatible with the official Node Redis tooling. Behind a load balancer,
+// long-polling clients need sticky sessions (every request of a polling
+// session must reach the node that holds it); websocket-only clients do
+// not.
 //
 // # Answers and suggestions
 //
@@ -69,7 +75,7 @@
 //
 // # Errors
 //
-// Every error a client can see carries a code of PROTOCOL.md. Refuse with
+// Every error a client can see carries a code of docs/protocol.md. Refuse with
 // a sentinel (ErrForbidden, ErrRateLimited, …) or an *Error of your own,
 // with RetryAfter where it applies; match with errors.Is, errors.As or
 // ErrorCode. An error without a code reaches the client as "internal" (or

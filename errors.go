@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// Code is a stable, machine-readable error code from PROTOCOL.md. Clients
+// Code is a stable, machine-readable error code from docs/protocol.md. Clients
 // switch on it; the accompanying message is for people.
 type Code string
 
-// The error codes of the wire contract (PROTOCOL.md, "Error codes").
+// The error codes of the wire contract (docs/protocol.md, "Error codes").
 const (
 	CodeInvalidPayload     Code = "invalid_payload"
 	CodeInvalidRoom        Code = "invalid_room"
@@ -35,7 +35,7 @@ const (
 	CodeCancelled    Code = "cancelled"
 )
 
-// Error is an error with a PROTOCOL.md code. It is what a hook returns to
+// Error is an error with a docs/protocol.md code. It is what a hook returns to
 // refuse an event with a specific code, and what the client receives.
 // Match it with errors.As, or compare codes with errors.Is against the
 // sentinel errors of this package (ErrForbidden, ErrRateLimited, …).
@@ -121,7 +121,7 @@ func toWireError(err error, fallback Code) *Error {
 	return &Error{Code: CodeInternal, Message: "internal error"}
 }
 
-// wire renders the error as the PROTOCOL.md error object.
+// wire renders the error as the docs/protocol.md error object.
 func (e *Error) wire() map[string]any {
 	m := map[string]any{"code": string(e.Code), "message": e.Message}
 	if e.RetryAfter > 0 {

@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 )
 
-// The request events of PROTOCOL.md, each with its reply event and the
+// The request events of docs/protocol.md, each with its reply event and the
 // payload field a bare string stands for.
 var requestHandlers = map[string]requestHandler{
 	"join_room":       {replyEvent: "room_joined", shorthand: "room", fn: (*conn).joinRoom},
@@ -28,7 +28,7 @@ type requestHandler struct {
 	fn         func(c *conn, ctx context.Context, p payload) (map[string]any, error)
 }
 
-// Limits of PROTOCOL.md that are not configurable through AuthOptions.
+// Limits of docs/protocol.md that are not configurable through AuthOptions.
 const (
 	maxRoomLength       = 64
 	maxQueryLength      = 200
@@ -107,7 +107,7 @@ func (p payload) limit(key string, def, max int) (int, error) {
 	return int(f), nil
 }
 
-// validRoomName checks the room rules of PROTOCOL.md; isSocketID reports
+// validRoomName checks the room rules of docs/protocol.md; isSocketID reports
 // whether a name is taken by a connected socket.
 func validRoomName(room string, isSocketID func(string) bool) error {
 	if n := len(room); n < 1 || n > maxRoomLength {
@@ -202,7 +202,7 @@ type askRequest struct {
 	stream                  bool
 }
 
-// parseAsk validates an ask_question payload in PROTOCOL.md's order: every
+// parseAsk validates an ask_question payload in docs/protocol.md's order: every
 // field's type (invalid_payload), then the room's and the texts' own codes.
 func parseAsk(p payload, limits *AuthOptions, isSocketID func(string) bool) (askRequest, error) {
 	var r askRequest
@@ -396,7 +396,7 @@ func (c *conn) cancelTask(ctx context.Context, p payload) (map[string]any, error
 	return map[string]any{"task_id": t.ID, "status": string(t.Status)}, nil
 }
 
-// wireTask renders a Task as PROTOCOL.md's Task object.
+// wireTask renders a Task as docs/protocol.md's Task object.
 func wireTask(t Task) map[string]any {
 	m := map[string]any{
 		"task_id":    t.ID,

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
+	"github.com/zishang520/engine.io/v2/types"
 	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio"
@@ -28,9 +32,9 @@ func ExampleRegister() {
 		panic(err)
 	}
 
-	io := socket.NewServer(nil, nil)
-	defer io.Close(nil)
-	qa, err := socketio.Register(io, socketio.Options{
+	sio := socket.NewServer(nil, nil)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{
 		KnowledgeBase: kb,
 		AnswerTimeout: 30 * time.Second,
 	})
@@ -40,7 +44,7 @@ func ExampleRegister() {
 	defer qa.Close(context.Background())
 
 	mux := http.NewServeMux()
-	mux.Handle("/socket.io/", qa.Handler()) // not io.ServeHandler: Handler adds protections
+	mux.Handle("/socket.io/", qa.Handler()) // not sio.ServeHandler: Handler adds protections
 	// http.ListenAndServe(":8080", mux)
 
 	for _, h := range qa.Hooks().HooksInfo() {
@@ -69,9 +73,9 @@ func (h *CustomHook) AfterConnect(ctx context.Context, e *socketio.ConnectEvent)
 // at priority 50 runs after the built-in storage hook (60) and before the
 // metrics hook (10).
 func ExampleHookManager_Register() {
-	io := socket.NewServer(nil, nil)
-	defer io.Close(nil)
-	qa, err := socketio.Register(io, socketio.Options{})
+	sio := socket.NewServer(nil, nil)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -125,9 +129,9 @@ func signDemoToken(secret []byte, claims jwt.MapClaims) string {
 // runs after the built-in auth hook (100) and before rate limiting (80).
 // Returning an error refuses the connection.
 func ExampleHookManager_Register_customAuth() {
-	io := socket.NewServer(nil, nil)
-	defer io.Close(nil)
-	qa, err := socketio.Register(io, socketio.Options{})
+	sio := socket.NewServer(nil, nil)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -200,9 +204,9 @@ func (h *DatabaseStorageHook) AfterConnect(ctx context.Context, e *socketio.Conn
 // "database_storage"; at the same priority, 60, it runs after the built-in
 // because it was registered later.
 func ExampleHookManager_Register_databaseStorage() {
-	io := socket.NewServer(nil, nil)
-	defer io.Close(nil)
-	qa, err := socketio.Register(io, socketio.Options{})
+	sio := socket.NewServer(nil, nil)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -255,9 +259,9 @@ func (h *QuestionMetricsHook) AfterQuestion(ctx context.Context, e *socketio.Que
 // the built-in hook's name, so this one is "my_metrics". The built-in
 // MetricsHook already counts every event; read it with Snapshot.
 func ExampleHookManager_Register_metrics() {
-	io := socket.NewServer(nil, nil)
-	defer io.Close(nil)
-	qa, err := socketio.Register(io, socketio.Options{})
+	sio := socket.NewServer(nil, nil)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -285,9 +289,9 @@ func ExampleHookManager_Register_metrics() {
 // This is the seed's hook_manager.get_hooks_info() (HooksInfo): every hook
 // in the order it runs, with its events and call statistics.
 func ExampleHookManager_HooksInfo() {
-	io := socket.NewServer(nil, nil)
-	defer io.Close(nil)
-	qa, err := socketio.Register(io, socketio.Options{})
+	sio := socket.NewServer(nil, nil)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -308,9 +312,9 @@ func ExampleHookManager_HooksInfo() {
 // enable_hook('rate_limit') (DisableHook / EnableHook). A disabled hook
 // keeps its place and its counters; it is skipped until enabled again.
 func ExampleHookManager_Disable() {
-	io := socket.NewServer(nil, nil)
-	defer io.Close(nil)
-	qa, err := socketio.Register(io, socketio.Options{})
+	sio := socket.NewServer(nil, nil)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -482,9 +486,9 @@ func ExampleAnswererFunc() {
 		return socketio.Answer{Text: text, Sources: []string{"echo"}}, ctx.Err()
 	})
 
-	io := socket.NewServer(nil, nil)
-	defer io.Close(nil)
-	qa, err := socketio.Register(io, socketio.Options{Answerer: answerer})
+	sio := socket.NewServer(nil, nil)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{Answerer: answerer})
 	if err != nil {
 		panic(err)
 	}
@@ -532,7 +536,7 @@ func ExampleNewKnowledgeBase() {
 	// 暂时无法回答。 []
 }
 
-// Errors carry a PROTOCOL.md code. errors.Is matches any error with the same
+// Errors carry a docs/protocol.md code. errors.Is matches any error with the same
 // code as a sentinel, however it is wrapped; ErrorCode reads the code.
 func ExampleErrorCode() {
 	err := fmt.Errorf("ask_question: %w", socketio.NewError(socketio.CodeRateLimited, "5 questions per minute"))
@@ -633,8 +637,8 @@ func ExampleOptions_redis() {
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	defer rdb.Close()
 
-	io := socket.NewServer(nil, nil)
-	qa, err := socketio.Register(io, socketio.Options{
+	sio := socket.NewServer(nil, nil)
+	qa, err := socketio.Register(sio, socketio.Options{
 		Redis:  rdb,
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -645,4 +649,50 @@ func ExampleOptions_redis() {
 	_, isRedis := qa.Storage().(*socketio.RedisStorage)
 	fmt.Println("storage in Redis:", isRedis)
 	// Output: storage in Redis: true
+}
+
+// The endpoint's path and CORS are settings of the Socket.IO server: set
+// them in its ServerOptions, and mount Handler at the same path. Here the
+// endpoint is /qa/ and only pages from https://app.example.com may call it
+// from a browser (socket.io-client: io("https://api.example.com", {path:
+// "/qa/"})).
+func ExampleServer_Handler_pathAndCORS() {
+	opts := socket.DefaultServerOptions()
+	opts.SetPath("/qa")
+	opts.SetCors(&types.Cors{
+		Origin:      "https://app.example.com",
+		Credentials: true,
+	})
+	sio := socket.NewServer(nil, opts)
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	mux := http.NewServeMux()
+	mux.Handle("/qa/", qa.Handler())
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+
+	// What a browser on https://app.example.com sends: a CORS preflight,
+	// then the Engine.IO handshake of the polling transport.
+	for _, method := range []string{http.MethodOptions, http.MethodGet} {
+		req, err := http.NewRequest(method, hs.URL+"/qa/?EIO=4&transport=polling", nil)
+		if err != nil {
+			panic(err)
+		}
+		req.Header.Set("Origin", "https://app.example.com")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			panic(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(method, resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), strings.HasPrefix(string(body), `0{"`))
+	}
+	// Output:
+	// OPTIONS 204 https://app.example.com false
+	// GET 200 https://app.example.com true
 }

@@ -13,7 +13,7 @@ import (
 // FuzzRequest drives the validation path with arbitrary request arguments,
 // decoded as the server decodes them (including its lone-surrogate
 // rewrite). Whatever the input: no panic, every refusal carries a
-// PROTOCOL.md code, and an accepted question obeys the text rules.
+// docs/protocol.md code, and an accepted question obeys the text rules.
 func FuzzRequest(f *testing.F) {
 	for _, seed := range []string{
 		`[]`, `[{}]`, `[null]`, `[{},{}]`, `["What is Socket.IO?"]`, `[5]`, `[[1]]`,

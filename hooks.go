@@ -22,7 +22,7 @@ import (
 // Concurrency: hook methods are called concurrently for different sockets,
 // and for one socket in the order its requests arrived. A before-hook
 // refuses an event by returning an error: an *Error carries its own
-// PROTOCOL.md code to the client; any other error becomes "rejected" for a
+// docs/protocol.md code to the client; any other error becomes "rejected" for a
 // connect and "forbidden" elsewhere. After-hooks cannot refuse. A panic in a
 // hook is recovered, counted and logged: in a before-hook the event answers
 // "internal", in an after-hook the remaining hooks still run. ctx is

@@ -169,7 +169,7 @@ func newID(prefix string) string {
 	return prefix + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// formatTime renders t as PROTOCOL.md wants: RFC 3339, UTC, milliseconds.
+// formatTime renders t as docs/protocol.md wants: RFC 3339, UTC, milliseconds.
 func formatTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }

@@ -162,7 +162,7 @@ type Server struct {
 	closeErr  error
 }
 
-// Register wires the Q&A events of PROTOCOL.md onto sio and returns the
+// Register wires the Q&A events of docs/protocol.md onto sio and returns the
 // Server through which hooks, auth and storage are reached. Register the
 // service once per namespace: a second Register on the same namespace of
 // the same sio is an error. Serve the endpoint with Server.Handler (rather

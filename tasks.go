@@ -407,7 +407,7 @@ func (r *taskRunner) pushTo(run *taskRun, event string, v map[string]any) {
 	r.srv.broadcast(taskRooms(run.task), event, v)
 }
 
-// taskRooms are where a task's events go (PROTOCOL.md): the members of the
+// taskRooms are where a task's events go (docs/protocol.md): the members of the
 // room it was asked into, or else every socket of the asking session.
 func taskRooms(t Task) []string {
 	if t.Room != "" {

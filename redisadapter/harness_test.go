@@ -155,8 +155,6 @@ type nodeSetup struct {
 
 func viaAddr(addr string) nodeOption { return func(s *nodeSetup) { s.addr = addr } }
 
-func withOpts(f func(*redisadapter.Options)) nodeOption { return func(s *nodeSetup) { s.opts = f } }
-
 func (c *clusterConfig) node(t *testing.T, name string, options ...nodeOption) *node {
 	t.Helper()
 	var setup nodeSetup

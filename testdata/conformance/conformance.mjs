@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // Official-client conformance suite for the Q&A wire contract
-// (PROTOCOL.md at the root of the shared docs; the same file the library
-// keeps in step with its code).
+// (docs/protocol.md in this repository, kept in step with the team's
+// contract and with the code).
 //
 // It drives a running server with the official JavaScript socket.io-client
-// (pinned in package.json) and checks every rule of PROTOCOL.md that one
+// (pinned in package.json) and checks every rule of docs/protocol.md that one
 // node with default limits can show. Each check is independent and opens
 // its own fresh clients (so its own sessions) where state matters.
 //
@@ -27,7 +27,7 @@
 // not be reached), 2 on bad usage.
 //
 // Server settings the suite expects (run.sh sets them):
-//   * every default limit of PROTOCOL.md: 5 questions/min per session,
+//   * every default limit of docs/protocol.md: 5 questions/min per session,
 //     60/min per address, 2000-character questions, 3 open tasks,
 //     50 rooms per socket, 10 connections per address, "private:*" rooms
 //     forbidden, no token verifier, no trusted proxies needed;
@@ -1117,7 +1117,7 @@ check('requests_handled_in_order', async (t) => {
   ]);
   expectOk(jr, 'join_room');
   expectOk(aq, 'ask_question sent right after join_room (with ack)');
-  // A room's answer goes to the room's members (PROTOCOL.md): wait for it
+  // A room's answer goes to the room's members (docs/protocol.md): wait for it
   // while this client is still one.
   await answered(c, aq.task_id);
   const [lr, forb] = await Promise.all([c.ack('leave_room', { room }), c.ack('ask_question', { question: nextQ(), room })]);

@@ -1,4 +1,4 @@
-// Demo client for the Q&A service (see PROTOCOL.md). Plain browser
+// Demo client for the Q&A service (see docs/protocol.md). Plain browser
 // JavaScript; the only dependency is the Socket.IO client served at
 // /static/socket.io.min.js.
 (function () {
@@ -49,7 +49,7 @@
     list.scrollTop = list.scrollHeight;
   }
 
-  // showError puts a PROTOCOL.md error ({code, message, retry_after_ms?})
+  // showError puts a docs/protocol.md error ({code, message, retry_after_ms?})
   // on screen with its code first.
   function showError(where, err) {
     err = err || {};
