@@ -157,6 +157,10 @@ type Metrics struct {
 	AnswersFailed     uint64
 	AnswersCancelled  uint64
 	MeanAnswerLatency time.Duration // from asked to answered, over completed answers
+	// SlowConsumers counts connections closed for passing their send
+	// budget or answering a ping they were not sent (Options.MaxQueuedBytes).
+	// Filled by Server.Metrics; a MetricsHook alone leaves it zero.
+	SlowConsumers uint64
 }
 
 // Snapshot returns the current counters.

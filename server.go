@@ -82,6 +82,14 @@ type Options struct {
 	// gets a new session, like a forged one. default: 24h (the default
 	// StorageOptions.SessionTTL)
 	ResumeTokenTTL time.Duration
+	// MaxQueuedBytes is the send budget of one connection: how many bytes
+	// of packets may wait for a transport that cannot take them (a
+	// websocket whose client does not read, a polling client that makes no
+	// request). A connection past it is closed, logged and counted in
+	// Metrics.SlowConsumers; so is one that answers a ping it was never
+	// sent. It must exceed the largest message the service sends (a
+	// history page, an answer). Enforced by Handler. default: 1 MiB
+	MaxQueuedBytes int
 	// Logger receives the library's logs. default: slog.Default()
 	Logger *slog.Logger
 
@@ -111,6 +119,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxPendingEvents <= 0 {
 		o.MaxPendingEvents = 256
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = defaultMaxQueuedBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -153,7 +164,9 @@ type Server struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	closed atomic.Bool
-	wg     sync.WaitGroup // connect middlewares in flight
+	// slowConsumers counts connections closed by their send guard.
+	slowConsumers atomic.Uint64
+	wg            sync.WaitGroup // connect middlewares in flight
 
 	mu        sync.Mutex
 	sockets   map[string]*conn // by socket id, local
@@ -329,7 +342,11 @@ func (s *Server) Storage() Storage { return s.storage }
 
 // Metrics returns the counters of the built-in "metrics" hook. They stop
 // moving while that hook is disabled, unregistered or replaced.
-func (s *Server) Metrics() Metrics { return s.metrics.Snapshot() }
+func (s *Server) Metrics() Metrics {
+	m := s.metrics.Snapshot()
+	m.SlowConsumers = s.slowConsumers.Load()
+	return m
+}
 
 // Close stops the service gracefully: new connections and requests are
 // refused with "unavailable", answers in flight may finish until ctx is

@@ -58,9 +58,13 @@ const defaultMaxHTTPBody = 1_000_000
 // the server's path, "/socket.io/" by default). It is sio.ServeHandler with
 // protections v2.5.0 lacks: the polling transport's body limit is enforced
 // on the bytes actually read, not on the Content-Length the client claims;
-// a handshake is held until the server listens to the new connection, so
-// a CONNECT sent at once is not lost; websocket broadcasts are not cut
-// short; and a panic while serving one request is recovered and logged.
+// a websocket message is read up to the same limit and no further (a
+// larger one closes that connection: per-message compression is not
+// offered, as it would inflate a message whole before the limit applies);
+// every connection has a send budget (Options.MaxQueuedBytes); a handshake
+// is held until the server listens to the new connection, so a CONNECT
+// sent at once is not lost; websocket broadcasts are not cut short; and a
+// panic while serving one request is recovered and logged.
 // Every call returns the same handler, backed by one engine, also when
 // called concurrently.
 func (s *Server) Handler() http.Handler {
@@ -84,6 +88,7 @@ func (s *Server) Handler() http.Handler {
 		if n := eng.Opts().MaxHttpBufferSize(); n > 0 {
 			limit = n
 		}
+		eng.On("connection", s.guardEngineConnection)
 	}
 	s.handler = &httpGuard{next: engine, maxBody: limit, srv: s}
 	return s.handler
@@ -124,6 +129,14 @@ func (g *httpGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
+	}
+	if websocket.IsWebSocketUpgrade(r) {
+		// Offer no per-message deflate. The engine has it switched on (see
+		// Handler), and the websocket read limit, maxPayload, counts the
+		// bytes on the wire: a small compressed message would be inflated
+		// whole, whatever its size. Without the extension every message is
+		// read up to maxPayload and no further.
+		r.Header.Del("Sec-Websocket-Extensions")
 	}
 	if r.URL.Query().Get("sid") != "" {
 		g.next.ServeHTTP(w, r)
