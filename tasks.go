@@ -107,9 +107,17 @@ func (r *taskRunner) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 		UpdatedAt: now,
 	}
 	ctx, cancel := r.srv.storageCtx()
-	err := r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
-	if errors.Is(err, ErrTooManyTasks) && r.settleStaleOf(ctx, c.owner, c.caller.SessionID) > 0 {
+	// The task is held by this node before it exists, so that the sweep
+	// finds it should this node die (see Options.NodeTTL).
+	err := r.hold(ctx, t)
+	if err == nil {
 		err = r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
+		if errors.Is(err, ErrTooManyTasks) && r.settleStaleOf(ctx, c.owner, c.caller.SessionID) > 0 {
+			err = r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
+		}
+		if err != nil {
+			r.release(t)
+		}
 	}
 	cancel()
 	if err != nil {
@@ -246,6 +254,7 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 		s.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
 		return Task{}, storageErr(err)
 	}
+	r.release(t)
 	if !applied && !ownWrite(t, u) {
 		return t, nil
 	}
@@ -348,6 +357,7 @@ func (r *taskRunner) lost(run *taskRun, u TaskUpdate) {
 	t, _ := u.Apply(run.task)
 	run.mu.Unlock()
 	r.srv.logger.Error("socketio: the store lost a task before its end", "task", t.ID, "status", t.Status)
+	r.release(t)
 	r.ended(run, t)
 }
 
@@ -451,15 +461,13 @@ func (r *taskRunner) settleIfStale(ctx context.Context, t Task) Task {
 	if local {
 		return t
 	}
-	nt, applied, err := r.srv.storage.UpdateTask(ctx, t.Owner, t.ID, TaskUpdate{
-		Status: TaskFailed, At: time.Now().UTC(),
-		Error: &TaskError{Code: CodeTimeout, Message: "the answer was lost with the server that ran it"},
-	})
+	nt, applied, err := r.srv.storage.UpdateTask(ctx, t.Owner, t.ID, lostUpdate())
 	if err != nil {
 		return t
 	}
 	if applied {
 		r.srv.logger.Warn("socketio: settled an orphaned task", "task", t.ID)
+		r.pushEnd(nt)
 	}
 	return nt
 }
