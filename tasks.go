@@ -177,7 +177,8 @@ func (r *taskRunner) execute(run *taskRun) {
 		return
 	}
 	if !applied {
-		return // cancelled while it waited; the canceller pushed the end
+		r.release(t) // cancelled while it waited; the canceller pushed the end
+		return
 	}
 	run.mu.Lock()
 	run.task = t
@@ -314,7 +315,9 @@ func (r *taskRunner) end(run *taskRun, u TaskUpdate) (later bool) {
 func (r *taskRunner) retryEnd(run *taskRun, u TaskUpdate) {
 	defer r.retries.Done()
 	defer r.forget(run)
-	expiry := u.At.Add(r.srv.taskTTL())
+	run.mu.Lock()
+	expiry := run.task.UpdatedAt.Add(r.srv.taskTTL()) // its last write
+	run.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		wait := endRetryMax
 		if attempt < 16 {
