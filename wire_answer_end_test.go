@@ -223,3 +223,29 @@ func TestRedisAnswerEndAcrossOutage(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisAnswerEndAfterDataLoss: Redis loses its data mid-answer (as
+// when it restarts empty); the answer's end cannot be stored any more, and
+// its clients get answer_failed rather than nothing.
+func TestRedisAnswerEndAfterDataLoss(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, r *sharedRedis) {
+		g := newGatedAnswerer()
+		t.Cleanup(g.open)
+		a := r.clusterNode(t, socketio.Options{Answerer: g})
+		c, _ := a.dial(t, sioclient.TransportWebsocket)
+		id := okReply(t, "ask", call(t, c, "ask_question", map[string]any{"question": "slow", "stream": true}))["task_id"]
+		<-g.started
+		wipe := r.client(t)
+		if r.mr != nil {
+			r.mr.FlushAll()
+		} else {
+			cleanPrefix(wipe, r.prefix)
+		}
+		g.open()
+		statuses, chunks, end := streamedEnd(t, c, id)
+		assert.Equal(t, []string{"pending", "processing", "failed"}, statuses)
+		assert.Equal(t, 2, chunks)
+		require.Equal(t, "answer_error", end.Name)
+		assert.Equal(t, "answer_failed", end.Args[0].(map[string]any)["code"])
+	})
+}

@@ -75,8 +75,8 @@ func TestWireOrphansSweptAndPushed(t *testing.T) {
 	noEvent(t, cb, "answer")
 }
 
-// TestRedisOrphansSweptAndPushed: the same across two nodes on Redis,
-// the ends reaching the sockets of both nodes.
+// TestRedisOrphansSweptAndPushed: the same across three nodes on Redis:
+// two of them sweep, the ends reach the sockets of every node, once.
 func TestRedisOrphansSweptAndPushed(t *testing.T) {
 	forEachRedis(t, func(t *testing.T, r *sharedRedis) {
 		g := newGatedAnswerer()
@@ -84,8 +84,10 @@ func TestRedisOrphansSweptAndPushed(t *testing.T) {
 		opts := socketio.Options{Answerer: g, NodeTTL: 300 * time.Millisecond}
 		a := r.clusterNode(t, opts)
 		b := r.clusterNode(t, opts)
+		c := r.clusterNode(t, opts)
 		ca, hello := a.dial(t, sioclient.TransportWebsocket)
 		cb, _ := b.dial(t, sioclient.TransportWebsocket, withAuth(map[string]any{"resume": hello["resume_token"]}))
+		cc, _ := c.dial(t, sioclient.TransportPolling, withAuth(map[string]any{"resume": hello["resume_token"]}))
 		var ids []any
 		for range 3 {
 			ids = append(ids, okReply(t, "ask", call(t, ca, "ask_question", "slow"))["task_id"])
@@ -94,6 +96,10 @@ func TestRedisOrphansSweptAndPushed(t *testing.T) {
 		socketio.StopNodeLease(a.QA)
 		orphanEnds(t, cb, ids)
 		orphanEnds(t, ca, ids)
+		orphanEnds(t, cc, ids)
+		for _, cl := range []*sioclient.Client{ca, cb, cc} {
+			noEvent(t, cl, "answer_error")
+		}
 		again := okReply(t, "ask", call(t, cb, "ask_question", "again"))["task_id"]
 		g.open()
 		assert.Equal(t, again, next(t, cb, "answer")["task_id"])
