@@ -242,7 +242,7 @@ func (r *taskRunner) endedBy(run *taskRun) TaskUpdate {
 // finish stores the final status; if it was applied (nobody finished the
 // task first), it pushes the final task_status then answer or
 // answer_error, and runs the after-answer hooks. It returns the task as
-// stored.
+// stored, or the storage's error.
 func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	s := r.srv
 	if u.At.IsZero() {
@@ -253,7 +253,7 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	cancel()
 	if err != nil {
 		s.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
-		return Task{}, storageErr(err)
+		return Task{}, err
 	}
 	r.release(t)
 	if !applied && !ownWrite(t, u) {
@@ -301,7 +301,7 @@ func (r *taskRunner) end(run *taskRun, u TaskUpdate) (later bool) {
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, ErrNotFound):
+	case !retriable(err):
 		r.lost(run, u)
 		return false
 	}
@@ -309,6 +309,14 @@ func (r *taskRunner) end(run *taskRun, u TaskUpdate) (later bool) {
 	r.retries.Add(1)
 	go r.retryEnd(run, u)
 	return true
+}
+
+// retriable reports whether a failed write may succeed later: the store
+// was unreachable or too slow. Anything else (the task is gone, or
+// corrupt) stays so.
+func retriable(err error) bool {
+	return !errors.Is(err, ErrNotFound) &&
+		(errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled))
 }
 
 // retryEnd is end's retry loop.
@@ -342,7 +350,7 @@ func (r *taskRunner) retryEnd(run *taskRun, u TaskUpdate) {
 		case err == nil:
 			r.srv.logger.Info("socketio: stored the end of a task", "task", run.task.ID, "attempts", attempt+1)
 			return
-		case errors.Is(err, ErrNotFound), time.Now().After(expiry):
+		case !retriable(err), time.Now().After(expiry):
 			r.lost(run, u)
 			return
 		}
@@ -380,7 +388,7 @@ func (r *taskRunner) cancel(t Task) (Task, error) {
 	if run != nil {
 		nt, err := r.finish(run, TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
 		run.cancel(errTaskCancelled)
-		return nt, err
+		return nt, storageErr(err)
 	}
 	// Not running here: it runs on another node, or on none any more.
 	// Settle it in storage, tell its clients, and ask the other nodes to
