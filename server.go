@@ -355,7 +355,10 @@ func (s *Server) Metrics() Metrics { return s.metrics.Snapshot() }
 
 // Close stops the service gracefully: new connections and requests are
 // refused with "unavailable", answers in flight may finish until ctx is
-// done, then the rest are cancelled (and stored as cancelled). Close waits
+// done, then the rest are cancelled (and stored as cancelled); an answer
+// whose end could not be stored by then (the store is down) is given up
+// here, and settled by the sweep of another node (see NodeTTL) or of this
+// service's next start. Close waits
 // for every goroutine the Server started, closes the storage and auth it
 // created itself, and returns ctx.Err() if ctx ended first. It does not
 // close the Socket.IO server. Calling Close again returns the first result.

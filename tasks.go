@@ -252,7 +252,6 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	t, applied, err := s.storage.UpdateTask(sctx, run.task.Owner, run.task.ID, u)
 	cancel()
 	if err != nil {
-		s.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
 		return Task{}, err
 	}
 	r.release(t)
@@ -298,10 +297,12 @@ const (
 func (r *taskRunner) end(run *taskRun, u TaskUpdate) (later bool) {
 	u.At = time.Now().UTC().Truncate(time.Millisecond)
 	_, err := r.finish(run, u)
-	switch {
-	case err == nil:
+	if err == nil {
 		return false
-	case !retriable(err):
+	}
+	retry := retriable(err)
+	r.srv.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "retrying", retry, "err", err)
+	if !retry {
 		r.lost(run, u)
 		return false
 	}
@@ -346,6 +347,9 @@ func (r *taskRunner) retryEnd(run *taskRun, u TaskUpdate) {
 			return
 		}
 		_, err := r.finish(run, u)
+		if err != nil {
+			r.srv.logger.Debug("socketio: cannot store the end of a task yet", "task", run.task.ID, "attempts", attempt+1, "err", err)
+		}
 		switch {
 		case err == nil:
 			r.srv.logger.Info("socketio: stored the end of a task", "task", run.task.ID, "attempts", attempt+1)
@@ -387,6 +391,9 @@ func (r *taskRunner) cancel(t Task) (Task, error) {
 	r.mu.Unlock()
 	if run != nil {
 		nt, err := r.finish(run, TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
+		if err != nil {
+			r.srv.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
+		}
 		run.cancel(errTaskCancelled)
 		return nt, storageErr(err)
 	}
