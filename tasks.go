@@ -248,8 +248,11 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	if u.At.IsZero() {
 		u.At = time.Now().UTC().Truncate(time.Millisecond)
 	}
+	run.mu.Lock() // a retry of the end may race with a cancel
+	owner, id := run.task.Owner, run.task.ID
+	run.mu.Unlock()
 	sctx, cancel := s.storageCtx()
-	t, applied, err := s.storage.UpdateTask(sctx, run.task.Owner, run.task.ID, u)
+	t, applied, err := s.storage.UpdateTask(sctx, owner, id, u)
 	cancel()
 	if err != nil {
 		return Task{}, err
@@ -325,6 +328,7 @@ func (r *taskRunner) retryEnd(run *taskRun, u TaskUpdate) {
 	defer r.retries.Done()
 	defer r.forget(run)
 	run.mu.Lock()
+	id := run.task.ID
 	expiry := run.task.UpdatedAt.Add(r.srv.taskTTL()) // its last write
 	run.mu.Unlock()
 	for attempt := 1; ; attempt++ {
@@ -336,7 +340,7 @@ func (r *taskRunner) retryEnd(run *taskRun, u TaskUpdate) {
 		select {
 		case <-r.quit:
 			timer.Stop()
-			r.srv.logger.Error("socketio: gave up storing the end of a task: the server closed", "task", run.task.ID, "attempts", attempt)
+			r.srv.logger.Error("socketio: gave up storing the end of a task: the server closed", "task", id, "attempts", attempt)
 			return
 		case <-timer.C:
 		}
@@ -348,11 +352,11 @@ func (r *taskRunner) retryEnd(run *taskRun, u TaskUpdate) {
 		}
 		_, err := r.finish(run, u)
 		if err != nil {
-			r.srv.logger.Debug("socketio: cannot store the end of a task yet", "task", run.task.ID, "attempts", attempt+1, "err", err)
+			r.srv.logger.Debug("socketio: cannot store the end of a task yet", "task", id, "attempts", attempt+1, "err", err)
 		}
 		switch {
 		case err == nil:
-			r.srv.logger.Info("socketio: stored the end of a task", "task", run.task.ID, "attempts", attempt+1)
+			r.srv.logger.Info("socketio: stored the end of a task", "task", id, "attempts", attempt+1)
 			return
 		case !retriable(err), time.Now().After(expiry):
 			r.lost(run, u)

@@ -25,6 +25,7 @@ type endFaultStorage struct {
 	*socketio.MemoryStorage
 	broken  atomic.Bool
 	lose    atomic.Bool
+	only    socketio.TaskStatus // when set, only this final status fails
 	refused chan string
 }
 
@@ -35,7 +36,7 @@ func newEndFaultStorage(t *testing.T) *endFaultStorage {
 }
 
 func (s *endFaultStorage) UpdateTask(ctx context.Context, owner, id string, u socketio.TaskUpdate) (socketio.Task, bool, error) {
-	if u.Status.Finished() && s.broken.Load() {
+	if u.Status.Finished() && s.broken.Load() && (s.only == "" || u.Status == s.only) {
 		select {
 		case s.refused <- id:
 		default:
@@ -95,6 +96,32 @@ func TestWireAnswerEndStoredLate(t *testing.T) {
 	assert.Equal(t, "completed", task["status"])
 	// The open slot is free again.
 	okReply(t, "ask", call(t, c, "ask_question", "again"))
+}
+
+// TestWireCancelWhileEndRetried: a cancel stored while the answer's end
+// waits for the store wins; the clients get its end only.
+func TestWireCancelWhileEndRetried(t *testing.T) {
+	store := newEndFaultStorage(t)
+	store.only = socketio.TaskCompleted
+	g := newGatedAnswerer()
+	t.Cleanup(g.open)
+	ts := startServer(t, socketio.Options{Storage: store, Answerer: g})
+	c, _ := ts.dial(t, "websocket")
+	id := okReply(t, "ask", call(t, c, "ask_question", map[string]any{"question": "slow", "stream": true}))["task_id"]
+	<-g.started
+	store.broken.Store(true)
+	g.open()
+	assert.Equal(t, id, <-store.refused)
+	m := okReply(t, "cancelled", call(t, c, "cancel_task", map[string]any{"task_id": id}))
+	assert.Equal(t, "cancelled", m["status"])
+	store.broken.Store(false)
+
+	statuses, _, end := streamedEnd(t, c, id)
+	assert.Equal(t, []string{"pending", "processing", "cancelled"}, statuses)
+	require.Equal(t, "answer_error", end.Name)
+	assert.Equal(t, "cancelled", end.Args[0].(map[string]any)["code"])
+	task := okReply(t, "task", call(t, c, "get_task", map[string]any{"task_id": id}))["task"].(map[string]any)
+	assert.Equal(t, "cancelled", task["status"])
 }
 
 // TestWireAnswerEndLost: the store lost the task (it came back empty): the
