@@ -47,7 +47,7 @@ func (s *Server) runLeases() {
 		case <-ticker.C:
 		}
 		if !s.leaseOff.Load() {
-			ctx, cancel := s.storageCtx()
+			ctx, cancel := s.loopCtx()
 			if err := s.nodes.renewNode(ctx, s.node, s.opts.NodeTTL); err != nil {
 				s.logger.Debug("socketio: cannot renew this node's lease", "node", s.node, "err", err)
 			}
@@ -55,6 +55,13 @@ func (s *Server) runLeases() {
 		}
 		suspects = s.tasks.sweep(suspects)
 	}
+}
+
+// loopCtx bounds a storage call of the lease loop: by StorageTimeout, and
+// by Close, which need not wait for a slow store here (an abandoned write
+// is applied whole or not at all).
+func (s *Server) loopCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, s.opts.StorageTimeout)
 }
 
 // lostUpdate is the end of a task that was lost with the node that ran it.
@@ -72,7 +79,7 @@ func lostUpdate() TaskUpdate {
 // each orphan's end is pushed once.
 func (r *taskRunner) sweep(suspects map[string]bool) map[string]bool {
 	s := r.srv
-	ctx, cancel := s.storageCtx()
+	ctx, cancel := s.loopCtx()
 	dead, err := s.nodes.deadNodes(ctx, s.node)
 	cancel()
 	if err != nil {
@@ -93,7 +100,7 @@ func (r *taskRunner) sweep(suspects map[string]bool) map[string]bool {
 // pushes their ends.
 func (r *taskRunner) settleNode(node string) {
 	s := r.srv
-	ctx, cancel := s.storageCtx()
+	ctx, cancel := s.loopCtx()
 	defer cancel()
 	ok, err := s.nodes.claimNode(ctx, node, s.node, s.opts.NodeTTL)
 	if err != nil || !ok {
