@@ -358,10 +358,10 @@ func (s *Server) Metrics() Metrics { return s.metrics.Snapshot() }
 // done, then the rest are cancelled (and stored as cancelled); an answer
 // whose end could not be stored by then (the store is down) is given up
 // here, and settled by the sweep of another node (see NodeTTL) or of this
-// service's next start. Close waits
-// for every goroutine the Server started, closes the storage and auth it
-// created itself, and returns ctx.Err() if ctx ended first. It does not
-// close the Socket.IO server. Calling Close again returns the first result.
+// service's next start. Close waits for every goroutine the Server
+// started, closes the storage and auth it created itself, and returns
+// ctx.Err() if ctx ended first. It does not close the Socket.IO server.
+// Calling Close again returns the first result.
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
