@@ -29,3 +29,14 @@ func ResumeKeyIDs(s *Server) (current string, previous []string) {
 	}
 	return k.current.kid, previous
 }
+
+// StopNodeLease makes s look dead to the other nodes: it stops renewing its
+// lease and drops it, but keeps running.
+func StopNodeLease(s *Server) {
+	s.leaseOff.Store(true)
+	ctx, cancel := s.storageCtx()
+	defer cancel()
+	if err := s.nodes.dropNode(ctx, s.node); err != nil {
+		panic(err)
+	}
+}

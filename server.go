@@ -93,6 +93,17 @@ type Options struct {
 	// Logger receives the library's logs. default: slog.Default()
 	Logger *slog.Logger
 
+	// NodeTTL is how long this node counts as alive after it last renewed
+	// its lease in the storage. It renews the lease every NodeTTL/3, and
+	// as often sweeps for the unfinished tasks of nodes whose lease has
+	// lapsed on two sweeps in a row: those tasks were lost with their node,
+	// and are settled as failed with "timeout", their final task_status
+	// and answer_error pushed. Only the built-in stores (MemoryStorage,
+	// RedisStorage) keep leases; with another Storage an orphaned task is
+	// settled when it is read or blocks a question, once it has been
+	// unchanged for AnswerTimeout + 2×StorageTimeout + 30s. default: 15s
+	NodeTTL time.Duration
+
 	// secretRefresh is how often a secret shared through Redis is re-read.
 	// default: defaultSecretRefresh (tests shorten it)
 	secretRefresh time.Duration
@@ -132,6 +143,9 @@ func (o Options) withDefaults() Options {
 	if o.ResumeTokenTTL <= 0 {
 		o.ResumeTokenTTL = 24 * time.Hour
 	}
+	if o.NodeTTL <= 0 {
+		o.NodeTTL = 15 * time.Second
+	}
 	if o.secretRefresh <= 0 {
 		o.secretRefresh = defaultSecretRefresh
 	}
@@ -160,6 +174,13 @@ type Server struct {
 
 	ownStorage io.Closer
 	ownAuth    bool
+
+	// node names this Server in the node leases of the storage, which
+	// nodes is when the storage keeps them (see Options.NodeTTL);
+	// leaseOff stops renewing the lease (tests).
+	node     string
+	nodes    nodeStore
+	leaseOff atomic.Bool
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -277,6 +298,7 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	}); err != nil {
 		return fail(err)
 	}
+	s.startLeases()
 	return s, nil
 }
 
@@ -350,10 +372,13 @@ func (s *Server) Metrics() Metrics {
 
 // Close stops the service gracefully: new connections and requests are
 // refused with "unavailable", answers in flight may finish until ctx is
-// done, then the rest are cancelled (and stored as cancelled). Close waits
-// for every goroutine the Server started, closes the storage and auth it
-// created itself, and returns ctx.Err() if ctx ended first. It does not
-// close the Socket.IO server. Calling Close again returns the first result.
+// done, then the rest are cancelled (and stored as cancelled); an answer
+// whose end could not be stored by then (the store is down) is given up
+// here, and settled by the sweep of another node (see NodeTTL) or of this
+// service's next start. Close waits for every goroutine the Server
+// started, closes the storage and auth it created itself, and returns
+// ctx.Err() if ctx ended first. It does not close the Socket.IO server.
+// Calling Close again returns the first result.
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)

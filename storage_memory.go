@@ -67,6 +67,7 @@ type MemoryStorage struct {
 	open      map[string]map[string]*memTask // session id → unfinished tasks
 	questions map[string]*memQuestion
 	questionQ memQuestionQueue
+	nodes     memNodes // see storage_nodes.go
 
 	closeOnce sync.Once
 	stop      chan struct{}

@@ -105,6 +105,9 @@ type RedisStorageOptions struct {
 // newest write. Ids of expired tasks are skipped, and dropped by the next
 // write that meets them. The popularity index is the sorted set
 // <prefix>pop, trimmed to MaxPopular by a sweeper every SweepInterval.
+// The node leases of a Server (Options.NodeTTL) are <prefix>node:{<node>}
+// and the tasks each node holds <prefix>node:{<node>}:t, listed in
+// <prefix>nodes.
 //
 // Task ids are unique across owners when the client is a *redis.Client
 // (single server or Sentinel): CreateTask then also keeps <prefix>id:<id>.

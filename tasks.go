@@ -3,6 +3,7 @@ package socketio
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,8 +21,13 @@ type taskRunner struct {
 	capacity int64
 	workers  sync.WaitGroup
 
+	// retries counts the goroutines that retry storing an end (see
+	// endLater); quit, closed when shutdown gives up waiting, stops them.
+	retries sync.WaitGroup
+	quit    chan struct{}
+
 	mu       sync.Mutex
-	running  map[string]*taskRun // by task id, from accept to finish
+	running  map[string]*taskRun // by task id, from accept to the end stored
 	stopping bool                // shutdown began: accept refuses
 	stopped  bool                // jobs is closed
 	drained  chan struct{}       // closed when stopping and running is empty
@@ -34,6 +40,10 @@ type taskRun struct {
 	caller Caller
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+
+	// endLater is set by end when a goroutine took over storing the end:
+	// that goroutine, not the worker, then forgets the run.
+	endLater bool
 
 	mu    sync.Mutex
 	done  bool
@@ -51,6 +61,7 @@ func newTaskRunner(s *Server) *taskRunner {
 		srv:      s,
 		capacity: int64(s.opts.QueueSize),
 		running:  map[string]*taskRun{},
+		quit:     make(chan struct{}),
 	}
 	r.jobs = make(chan *taskRun, s.opts.Workers+s.opts.QueueSize)
 	r.workers.Add(s.opts.Workers)
@@ -96,9 +107,17 @@ func (r *taskRunner) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 		UpdatedAt: now,
 	}
 	ctx, cancel := r.srv.storageCtx()
-	err := r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
-	if errors.Is(err, ErrTooManyTasks) && r.settleStaleOf(ctx, c.owner, c.caller.SessionID) > 0 {
+	// The task is held by this node before it exists, so that the sweep
+	// finds it should this node die (see Options.NodeTTL).
+	err := r.hold(ctx, t)
+	if err == nil {
 		err = r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
+		if errors.Is(err, ErrTooManyTasks) && r.settleStaleOf(ctx, c.owner, c.caller.SessionID) > 0 {
+			err = r.srv.storage.CreateTask(ctx, t, r.srv.opts.MaxOpenTasks)
+		}
+		if err != nil {
+			r.release(t)
+		}
 	}
 	cancel()
 	if err != nil {
@@ -127,8 +146,9 @@ func (r *taskRunner) start(run *taskRun) {
 	}
 	r.mu.Unlock()
 	r.slots.Add(-1)
-	r.finish(run, r.endedBy(run))
-	r.forget(run)
+	if !r.end(run, r.endedBy(run)) {
+		r.forget(run)
+	}
 }
 
 // execute runs one task to its end.
@@ -137,12 +157,14 @@ func (r *taskRunner) execute(run *taskRun) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.logger.Error("socketio: panic while answering", "task", run.task.ID, "panic", v)
-			r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: "the answer failed"}})
+			r.end(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: "the answer failed"}})
 		}
-		r.forget(run)
+		if !run.endLater {
+			r.forget(run)
+		}
 	}()
 	if err := run.ctx.Err(); err != nil {
-		r.finish(run, r.endedBy(run))
+		r.end(run, r.endedBy(run))
 		return
 	}
 	now := time.Now().UTC()
@@ -151,11 +173,12 @@ func (r *taskRunner) execute(run *taskRun) {
 	cancel()
 	if err != nil {
 		s.logger.Error("socketio: cannot start task", "task", run.task.ID, "err", err)
-		r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: "the answer could not be started"}})
+		r.end(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: "the answer could not be started"}})
 		return
 	}
 	if !applied {
-		return // cancelled while it waited; the canceller pushed the end
+		r.release(t) // cancelled while it waited; the canceller pushed the end
+		return
 	}
 	run.mu.Lock()
 	run.task = t
@@ -168,7 +191,7 @@ func (r *taskRunner) execute(run *taskRun) {
 	if err := s.hooks.runBefore(beforeAnswer, func(h Hook) error {
 		return h.(BeforeAnswerHook).BeforeAnswer(run.ctx, ev)
 	}); err != nil {
-		r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: toWireError(err, CodeAnswerFailed).Message}})
+		r.end(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: toWireError(err, CodeAnswerFailed).Message}})
 		return
 	}
 
@@ -190,11 +213,11 @@ func (r *taskRunner) execute(run *taskRun) {
 			ans.Text = run.text.String()
 		}
 		run.mu.Unlock()
-		r.finish(run, TaskUpdate{Status: TaskCompleted, Answer: ans.Text, Sources: ans.Sources})
+		r.end(run, TaskUpdate{Status: TaskCompleted, Answer: ans.Text, Sources: ans.Sources})
 	case errors.Is(context.Cause(run.ctx), errTaskCancelled), errors.Is(context.Cause(run.ctx), errServerClosed):
-		r.finish(run, r.endedBy(run))
+		r.end(run, r.endedBy(run))
 	case errors.Is(actx.Err(), context.DeadlineExceeded):
-		r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeTimeout, Message: "the answer took too long"}})
+		r.end(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeTimeout, Message: "the answer took too long"}})
 	default:
 		if run.ctx.Err() == nil {
 			s.logger.Warn("socketio: answerer failed", "task", t.ID, "err", err)
@@ -204,7 +227,7 @@ func (r *taskRunner) execute(run *taskRun) {
 		if errors.As(err, &e) && e.Message != "" {
 			msg = e.Message
 		}
-		r.finish(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: msg}})
+		r.end(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: msg}})
 	}
 }
 
@@ -219,24 +242,36 @@ func (r *taskRunner) endedBy(run *taskRun) TaskUpdate {
 // finish stores the final status; if it was applied (nobody finished the
 // task first), it pushes the final task_status then answer or
 // answer_error, and runs the after-answer hooks. It returns the task as
-// stored.
+// stored, or the storage's error.
 func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	s := r.srv
-	u.At = time.Now().UTC().Truncate(time.Millisecond)
+	if u.At.IsZero() {
+		u.At = time.Now().UTC().Truncate(time.Millisecond)
+	}
+	run.mu.Lock() // a retry of the end may race with a cancel
+	owner, id := run.task.Owner, run.task.ID
+	run.mu.Unlock()
 	sctx, cancel := s.storageCtx()
-	t, applied, err := s.storage.UpdateTask(sctx, run.task.Owner, run.task.ID, u)
+	t, applied, err := s.storage.UpdateTask(sctx, owner, id, u)
 	cancel()
 	if err != nil {
-		s.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
-		return Task{}, storageErr(err)
+		return Task{}, err
 	}
+	r.release(t)
 	if !applied && !ownWrite(t, u) {
 		return t, nil
 	}
+	r.ended(run, t)
+	return t, nil
+}
+
+// ended pushes the end t of run, unless run ended already, and runs the
+// after-answer hooks.
+func (r *taskRunner) ended(run *taskRun, t Task) {
 	run.mu.Lock()
 	if run.done { // finished here already; this was a late second finisher
 		run.mu.Unlock()
-		return t, nil
+		return
 	}
 	run.done = true
 	run.task = t
@@ -244,8 +279,105 @@ func (r *taskRunner) finish(run *taskRun, u TaskUpdate) (Task, error) {
 	run.mu.Unlock()
 	run.cancel(errTaskCancelled)
 	ev := &AnswerEvent{Caller: run.caller, Task: t}
-	s.hooks.runAfter(afterAnswer, func(h Hook) { h.(AfterAnswerHook).AfterAnswer(context.WithoutCancel(run.ctx), ev) })
-	return t, nil
+	r.srv.hooks.runAfter(afterAnswer, func(h Hook) { h.(AfterAnswerHook).AfterAnswer(context.WithoutCancel(run.ctx), ev) })
+}
+
+// Retrying the end of a task: the first retry waits up to endRetryBase, each
+// next one up to twice as long, at most endRetryMax (full jitter).
+const (
+	endRetryBase = 50 * time.Millisecond
+	endRetryMax  = 5 * time.Second
+)
+
+// end settles run with its final update u, the way an answer ends. The
+// store decides who ends a task (a cancel or a sweep on another node may
+// come first), so the end is pushed only once stored. When the store
+// cannot be written, a goroutine keeps trying, with jittered exponential
+// backoff, until it is stored, the task has expired from the store, or
+// the Server closes; end then reports true and that goroutine forgets the
+// run. When the store no longer has the task, nobody else can end it: its
+// clients are told it failed (see lost).
+func (r *taskRunner) end(run *taskRun, u TaskUpdate) (later bool) {
+	u.At = time.Now().UTC().Truncate(time.Millisecond)
+	_, err := r.finish(run, u)
+	if err == nil {
+		return false
+	}
+	retry := retriable(err)
+	r.srv.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "retrying", retry, "err", err)
+	if !retry {
+		r.lost(run, u)
+		return false
+	}
+	run.endLater = true
+	r.retries.Add(1)
+	go r.retryEnd(run, u)
+	return true
+}
+
+// retriable reports whether a failed write may succeed later: the store
+// was unreachable or too slow. Anything else (the task is gone, or
+// corrupt) stays so.
+func retriable(err error) bool {
+	return !errors.Is(err, ErrNotFound) &&
+		(errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled))
+}
+
+// retryEnd is end's retry loop.
+func (r *taskRunner) retryEnd(run *taskRun, u TaskUpdate) {
+	defer r.retries.Done()
+	defer r.forget(run)
+	run.mu.Lock()
+	id := run.task.ID
+	expiry := run.task.UpdatedAt.Add(r.srv.taskTTL()) // its last write
+	run.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		wait := endRetryMax
+		if attempt < 16 {
+			wait = min(endRetryBase<<attempt, endRetryMax)
+		}
+		timer := time.NewTimer(rand.N(wait) + time.Millisecond)
+		select {
+		case <-r.quit:
+			timer.Stop()
+			r.srv.logger.Error("socketio: gave up storing the end of a task: the server closed", "task", id, "attempts", attempt)
+			return
+		case <-timer.C:
+		}
+		run.mu.Lock()
+		done := run.done
+		run.mu.Unlock()
+		if done { // cancelled on another node, which pushed the end
+			return
+		}
+		_, err := r.finish(run, u)
+		if err != nil {
+			r.srv.logger.Debug("socketio: cannot store the end of a task yet", "task", id, "attempts", attempt+1, "err", err)
+		}
+		switch {
+		case err == nil:
+			r.srv.logger.Info("socketio: stored the end of a task", "task", id, "attempts", attempt+1)
+			return
+		case !retriable(err), time.Now().After(expiry):
+			r.lost(run, u)
+			return
+		}
+	}
+}
+
+// lost ends run, whose end u the store cannot take (it lost the task, or
+// the task expired while the store was down): its clients get a failed
+// end; an answer that completed fails with answer_failed.
+func (r *taskRunner) lost(run *taskRun, u TaskUpdate) {
+	if u.Status == TaskCompleted || u.Error == nil {
+		u = TaskUpdate{Status: TaskFailed, At: u.At, Error: &TaskError{Code: CodeAnswerFailed, Message: "the answer could not be stored"}}
+	}
+	run.mu.Lock()
+	t, _ := u.Apply(run.task)
+	run.mu.Unlock()
+	r.srv.logger.Error("socketio: the store lost a task before its end", "task", t.ID, "status", t.Status)
+	r.release(t)
+	r.ended(run, t)
 }
 
 // ownWrite reports whether t already holds exactly update u: a client
@@ -263,8 +395,11 @@ func (r *taskRunner) cancel(t Task) (Task, error) {
 	r.mu.Unlock()
 	if run != nil {
 		nt, err := r.finish(run, TaskUpdate{Status: TaskCancelled, Error: &TaskError{Code: CodeCancelled, Message: "cancelled"}})
+		if err != nil {
+			r.srv.logger.Error("socketio: cannot store the end of a task", "task", run.task.ID, "err", err)
+		}
 		run.cancel(errTaskCancelled)
-		return nt, err
+		return nt, storageErr(err)
 	}
 	// Not running here: it runs on another node, or on none any more.
 	// Settle it in storage, tell its clients, and ask the other nodes to
@@ -348,15 +483,13 @@ func (r *taskRunner) settleIfStale(ctx context.Context, t Task) Task {
 	if local {
 		return t
 	}
-	nt, applied, err := r.srv.storage.UpdateTask(ctx, t.Owner, t.ID, TaskUpdate{
-		Status: TaskFailed, At: time.Now().UTC(),
-		Error: &TaskError{Code: CodeTimeout, Message: "the answer was lost with the server that ran it"},
-	})
+	nt, applied, err := r.srv.storage.UpdateTask(ctx, t.Owner, t.ID, lostUpdate())
 	if err != nil {
 		return t
 	}
 	if applied {
 		r.srv.logger.Warn("socketio: settled an orphaned task", "task", t.ID)
+		r.pushEnd(nt)
 	}
 	return nt
 }
@@ -419,6 +552,7 @@ func taskRooms(t Task) []string {
 // shutdown stops accepting, lets tasks finish until ctx is done, then
 // cancels the rest and waits for the workers.
 func (r *taskRunner) shutdown(ctx context.Context) error {
+	defer r.retries.Wait()
 	r.mu.Lock()
 	r.stopping = true
 	done := make(chan struct{})
@@ -438,6 +572,7 @@ func (r *taskRunner) shutdown(ctx context.Context) error {
 			run.cancel(errServerClosed)
 		}
 		r.mu.Unlock()
+		close(r.quit)
 	}
 	r.mu.Lock()
 	r.stopped = true
