@@ -74,8 +74,11 @@ type AuthOptions struct {
 	RedisPrefix string
 	// LeaseTTL is how long a connection slot held in Redis outlives its
 	// node: each node renews its slots every LeaseTTL/3, so the slots of a
-	// node that dies without releasing them lapse after LeaseTTL. Nodes
-	// sharing a prefix should use the same value. default: 30s
+	// node that dies without releasing them lapse after LeaseTTL. A
+	// renewal also writes back the slots of open connections that Redis
+	// lost (a restart without persistence, an eviction), so the limit
+	// holds again within LeaseTTL/3. Nodes sharing a prefix should use the
+	// same value. default: 30s
 	LeaseTTL time.Duration
 	// BlocklistCacheTTL is how long a node answers blocklist lookups from
 	// its copy of the Redis blocklist: a block or unblock made on another

@@ -92,8 +92,11 @@ const (
 //   - Connection slots are exact across nodes: one script checks and takes
 //     a slot. A slot is a lease that this node renews every LeaseTTL/3; the
 //     slots of a node that dies without releasing lapse after LeaseTTL. A
-//     node cut off from Redis for longer than LeaseTTL loses its leases
-//     (its sockets stop counting) rather than exceed the limit.
+//     renewal writes back the slots of this node's open sockets that are
+//     missing (Redis restarted empty, a key was evicted, or the node was
+//     cut off for longer than LeaseTTL), since those connections still
+//     count: until then, they do not count, and after it an address may be
+//     over its limit (acquires refuse until enough connections close).
 //   - The blocklist is read through a per-node cache: a block or unblock
 //     takes effect at once on the node that made it and within
 //     BlocklistCacheTTL on the others.
@@ -118,7 +121,8 @@ type redisAuthState struct {
 	now      func() time.Time
 	logger   *slog.Logger
 
-	afterRenew func() // test hook, called after each background renewal
+	renewEvery time.Duration // how often the leases are renewed: LeaseTTL/3
+	afterRenew func()        // test hook, called after each background renewal
 
 	// blocks is the blocklist cache; nil means none or invalidated.
 	// blocksGen counts invalidations: a fetch started before one must not
@@ -146,6 +150,7 @@ type redisAuthConfig struct {
 	cacheTTL   time.Duration    // default 1s
 	now        func() time.Time // default time.Now
 	logger     *slog.Logger     // default slog.Default()
+	renewEvery time.Duration    // default leaseTTL/3 (tests shorten it)
 	afterRenew func()
 }
 
@@ -167,6 +172,9 @@ func newRedisAuthState(rdb redis.UniversalClient, cfg redisAuthConfig) *redisAut
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
+	if cfg.renewEvery <= 0 {
+		cfg.renewEvery = max(cfg.leaseTTL/3, time.Millisecond)
+	}
 	r := &redisAuthState{
 		rdb:        rdb,
 		prefix:     cfg.prefix,
@@ -175,6 +183,7 @@ func newRedisAuthState(rdb redis.UniversalClient, cfg redisAuthConfig) *redisAut
 		cacheTTL:   cfg.cacheTTL,
 		now:        cfg.now,
 		logger:     cfg.logger,
+		renewEvery: cfg.renewEvery,
 		afterRenew: cfg.afterRenew,
 		conns:      map[string]string{},
 		stop:       make(chan struct{}),
@@ -299,7 +308,7 @@ func (r *redisAuthState) releaseConn(ctx context.Context, socketID string) error
 // renewLoop renews this node's leases every LeaseTTL/3 until stop.
 func (r *redisAuthState) renewLoop() {
 	defer close(r.done)
-	t := time.NewTicker(max(r.leaseTTL/3, time.Millisecond))
+	t := time.NewTicker(r.renewEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -315,16 +324,21 @@ func (r *redisAuthState) renewLoop() {
 }
 
 // renewLeases renews every slot this node holds: one renew script per
-// address, sent in pipelines of at most renewBatch members.
+// address, sent in pipelines of at most renewBatch members. A slot missing
+// from Redis (lost with its data, or dropped after its lease lapsed) is
+// written back: its connection is still open and counts. A socket released
+// while its renewal was in flight may have been written back after its
+// release; such slots are removed again at the end.
 func (r *redisAuthState) renewLeases() {
 	r.connMu.Lock()
-	byAddr := make(map[string][]string, len(r.conns))
-	for socketID, addr := range r.conns {
-		byAddr[addr] = append(byAddr[addr], r.member(socketID))
-	}
+	held := maps.Clone(r.conns)
 	r.connMu.Unlock()
-	if len(byAddr) == 0 {
+	if len(held) == 0 {
 		return
+	}
+	byAddr := make(map[string][]string, len(held))
+	for socketID, addr := range held {
+		byAddr[addr] = append(byAddr[addr], r.member(socketID))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.leaseTTL/3)
 	defer cancel()
@@ -332,17 +346,19 @@ func (r *redisAuthState) renewLeases() {
 	ttl := r.connKeyTTL().Milliseconds()
 
 	var batch []*scriptCall
-	size := 0
+	size, restored := 0, int64(0)
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
 		r.runScripts(ctx, batch...)
 		for _, c := range batch {
-			if err := c.cmd.Err(); err != nil {
+			n, err := c.cmd.Int64()
+			if err != nil {
 				r.logger.Warn("socketio: renewing connection leases failed", "err", err)
 				break
 			}
+			restored += n
 		}
 		batch, size = batch[:0], 0
 	}
@@ -360,6 +376,29 @@ func (r *redisAuthState) renewLeases() {
 		}
 	}
 	flush()
+	if restored > 0 {
+		r.logger.Info("socketio: re-created connection leases missing from Redis", "slots", restored)
+	}
+
+	// Slots released (or moved) while the renewal ran.
+	r.connMu.Lock()
+	var gone []string
+	for socketID, addr := range held {
+		if now, ok := r.conns[socketID]; !ok || now != addr {
+			gone = append(gone, socketID)
+		}
+	}
+	r.connMu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	pipe := r.rdb.Pipeline()
+	for _, socketID := range gone {
+		pipe.ZRem(ctx, r.connKey(held[socketID]), r.member(socketID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		r.logger.Warn("socketio: removing connection slots released during renewal failed", "err", err)
+	}
 }
 
 // stopRenewing stops the lease refresher and waits for it to exit.

@@ -115,6 +115,13 @@ func (e *authEnv) node(opts AuthOptions) *Auth {
 // only); it also returns the node's Redis state (nil for memory).
 func (e *authEnv) nodeWith(opts AuthOptions, afterRenew func()) (*Auth, *redisAuthState) {
 	e.t.Helper()
+	return e.nodeWithConfig(opts, redisAuthConfig{afterRenew: afterRenew})
+}
+
+// nodeWithConfig is nodeWith with the test knobs of the Redis state
+// (afterRenew, renewEvery) taken from rc; the rest comes from opts.
+func (e *authEnv) nodeWithConfig(opts AuthOptions, rc redisAuthConfig) (*Auth, *redisAuthState) {
+	e.t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -125,7 +132,7 @@ func (e *authEnv) nodeWith(opts AuthOptions, afterRenew func()) (*Auth, *redisAu
 		o := opts.withDefaults()
 		st = newRedisAuthState(e.rdb, redisAuthConfig{
 			prefix: o.RedisPrefix, leaseTTL: o.LeaseTTL, cacheTTL: o.BlocklistCacheTTL,
-			now: e.clk.Now, logger: o.Logger, afterRenew: afterRenew,
+			now: e.clk.Now, logger: o.Logger, afterRenew: rc.afterRenew, renewEvery: rc.renewEvery,
 		})
 		cfg.state = st
 	}
@@ -282,6 +289,62 @@ func TestRedisAuthLeases(t *testing.T) {
 		require.NoError(t, c.Close())
 		assert.Zero(t, stats(t, b).PerAddress["198.51.100.21"])
 	})
+}
+
+// TestRedisAuthLeasesRecreatedAfterWipe: when Redis loses the connection
+// keys (a restart with no persistence, an eviction), the next renewal
+// writes this node's slots back, since their connections are still open:
+// a connection beyond the limit is refused again, from any node.
+func TestRedisAuthLeasesRecreatedAfterWipe(t *testing.T) {
+	forEachAuthEnv(t, false, func(t *testing.T, e *authEnv) {
+		ctx := context.Background()
+		const limit = 4
+		renewed := make(chan struct{}, 1)
+		opts := AuthOptions{MaxConnectionsPerIP: limit}
+		a, _ := e.nodeWithConfig(opts, redisAuthConfig{renewEvery: 5 * time.Millisecond, afterRenew: func() {
+			select {
+			case renewed <- struct{}{}:
+			default:
+			}
+		}})
+		b := e.node(opts)
+		const addr = "198.51.100.30"
+		for i := range limit {
+			_, err := a.CheckConnect(ctx, "a"+strconv.Itoa(i), addr, "")
+			require.NoError(t, err)
+		}
+		_, err := b.CheckConnect(ctx, "b0", addr, "")
+		requireCode(t, err, CodeTooManyConnections)
+
+		e.wipe()
+		waitRenewals(t, renewed, 2) // the second one surely ran after the wipe
+
+		assert.Equal(t, map[string]int{addr: limit}, stats(t, b).PerAddress, "the leases are back")
+		_, err = b.CheckConnect(ctx, "b0", addr, "")
+		requireCode(t, err, CodeTooManyConnections)
+		_, err = a.CheckConnect(ctx, "a"+strconv.Itoa(limit), addr, "")
+		requireCode(t, err, CodeTooManyConnections)
+
+		// A released slot is not brought back by later renewals.
+		a.ReleaseConnection(ctx, "a0")
+		waitRenewals(t, renewed, 2)
+		_, err = b.CheckConnect(ctx, "b0", addr, "")
+		require.NoError(t, err)
+		_, err = b.CheckConnect(ctx, "b1", addr, "")
+		requireCode(t, err, CodeTooManyConnections)
+	})
+}
+
+// wipe deletes the test's keys, as a Redis restarted without persistence
+// would have lost them: miniredis is flushed; a real Redis loses only this
+// test's prefix (never the whole database).
+func (e *authEnv) wipe() {
+	e.t.Helper()
+	if e.mr != nil {
+		e.mr.FlushAll()
+		return
+	}
+	deleteKeys(e.t, e.rdb, e.prefix)
 }
 
 func waitRenewals(t *testing.T, renewed <-chan struct{}, n int) {
