@@ -19,13 +19,15 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/qaplatform/socketio/internal/redistopo"
 )
 
 var _ authState = (*redisAuthState)(nil)
 
 // The scripts of the Redis auth state. Each touches exactly one key, so each
-// runs in one slot of a Cluster whatever the key names, except
-// rateReserveBothScript, which is used only off Cluster.
+// runs in one slot of a Cluster, and on one shard of a Ring, whatever the
+// key names and whatever the client.
 var (
 	//go:embed redis/auth_conn_acquire.lua
 	connAcquireLua    string
@@ -38,10 +40,6 @@ var (
 	//go:embed redis/auth_rate_reserve.lua
 	rateReserveLua    string
 	rateReserveScript = redis.NewScript(rateReserveLua)
-
-	//go:embed redis/auth_rate_reserve_both.lua
-	rateReserveBothLua    string
-	rateReserveBothScript = redis.NewScript(rateReserveBothLua)
 
 	//go:embed redis/auth_blocks_fetch.lua
 	blocksFetchLua    string
@@ -445,39 +443,10 @@ func (r *redisAuthState) reserveQuestion(ctx context.Context, sessionID, addr st
 	winUS := int64((lim.window + time.Microsecond - 1) / time.Microsecond)
 	ttl := max((2 * lim.window).Milliseconds(), 1000)
 	sessKey, addrKey := r.sessionRateKey(sessionID), r.addrRateKey(addr)
-	release := func() func() {
-		var once sync.Once
-		return func() {
-			once.Do(func() { r.removeRecords(context.Background(), id, sessKey, addrKey) })
-		}
-	}
-	if _, cluster := r.rdb.(*redis.ClusterClient); !cluster {
-		// Both windows in one atomic script: exact under any concurrency.
-		vals, err := rateReserveBothScript.Run(ctx, r.rdb, []string{sessKey, addrKey},
-			nowUS, nowUS-winUS, lim.perSession, lim.perAddr, id, ttl).Slice()
-		if err != nil {
-			return nil, err
-		}
-		if len(vals) == 1 {
-			return release(), nil
-		}
-		if len(vals) != 3 {
-			return nil, fmt.Errorf("socketio: unexpected reserve reply %v", vals)
-		}
-		sWait, err := waitFor(vals[1], nowUS, winUS)
-		if err != nil {
-			return nil, err
-		}
-		aWait, err := waitFor(vals[2], nowUS, winUS)
-		if err != nil {
-			return nil, err
-		}
-		return nil, rateLimited(lim, sWait, aWait)
-	}
-	// On a Cluster the two windows live in different slots: two scripts in
-	// one pipeline, and the half recorded taken back when the other
-	// refused. Never over a limit, but a question racing that take-back may
-	// be refused while a window has room.
+	// The two windows live in different slots (shards of a Ring): two
+	// scripts in one pipeline, and the half recorded taken back when the
+	// other refused. Never over a limit, but a question racing that
+	// take-back may be refused while a window has room.
 	sess := &scriptCall{script: rateReserveScript, keys: []string{sessKey}, args: []any{nowUS, nowUS - winUS, lim.perSession, id, ttl}}
 	adr := &scriptCall{script: rateReserveScript, keys: []string{addrKey}, args: []any{nowUS, nowUS - winUS, lim.perAddr, id, ttl}}
 	r.runScripts(ctx, sess, adr)
@@ -485,7 +454,10 @@ func (r *redisAuthState) reserveQuestion(ctx context.Context, sessionID, addr st
 	sOK, sWait, sErr := reserveResult(sess.cmd, nowUS, winUS)
 	aOK, aWait, aErr := reserveResult(adr.cmd, nowUS, winUS)
 	if sOK && aOK {
-		return release(), nil
+		var once sync.Once
+		return func() {
+			once.Do(func() { r.removeRecords(context.Background(), id, sessKey, addrKey) })
+		}, nil
 	}
 	// Take back the half that was recorded.
 	var keys []string
@@ -791,7 +763,7 @@ func (s *blockSnapshot) lookup(ip netip.Addr, now time.Time) (string, bool) {
 
 // Stats and sweeping.
 
-// stats scans the connection keys (SCAN, on every master of a Cluster, at
+// stats scans the connection keys (SCAN on every node holding keys; at
 // most maxStatsKeys keys), then counts their live leases and reads the
 // blocklist in one pipeline. It is meant for admin calls, not hot paths.
 func (r *redisAuthState) stats(ctx context.Context, now time.Time) (authStats, error) {
@@ -848,13 +820,7 @@ func (r *redisAuthState) scanConnKeys(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
-	var err error
-	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, r.rdb)
-	}
-	if err != nil {
+	if err := redistopo.ForEachMaster(ctx, r.rdb, scan); err != nil {
 		return nil, err
 	}
 	if len(seen) >= maxStatsKeys {
