@@ -928,7 +928,7 @@ func TestRedisAuthNewAuth(t *testing.T) {
 	assert.Equal(t, "qa:", o.RedisPrefix)
 	assert.Equal(t, 30*time.Second, o.LeaseTTL)
 	assert.Equal(t, time.Second, o.BlocklistCacheTTL)
-	st, ok := a.state.(*redisAuthState)
+	st, ok := a.st().(*redisAuthState)
 	require.True(t, ok, "Redis set: the Redis state")
 	assert.Equal(t, "qa:", st.prefix)
 	_, err = a.CheckConnect(context.Background(), "s", "192.0.2.1", "")
@@ -941,7 +941,7 @@ func TestRedisAuthNewAuth(t *testing.T) {
 
 	m, err := NewAuth(AuthOptions{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
-	_, ok = m.state.(*memoryAuthState)
+	_, ok = m.st().(*memoryAuthState)
 	assert.True(t, ok, "no Redis: the memory state")
 	require.NoError(t, m.Close())
 }
