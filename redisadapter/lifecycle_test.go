@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/qaplatform/socketio/redisadapter"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/zishang520/socket.io/v2/socket"
@@ -68,6 +69,11 @@ func TestNewRejectsMistakes(t *testing.T) {
 	assert.Panics(t, func() { redisadapter.New(rdb, redisadapter.Options{Protocol: 7}) })
 	assert.Panics(t, func() { redisadapter.New(rdb, redisadapter.Options{Protocol: redisadapter.Protocol02, StreamCount: 2}) })
 	assert.Panics(t, func() { redisadapter.New(rdb, redisadapter.Options{RequestsTimeout: -time.Second}) })
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	assert.PanicsWithValue(t, "redisadapter: a *redis.Ring cannot hold one subscription to every channel "+
+		"(it subscribes on one shard per call); use a client of one server, Sentinel or Cluster",
+		func() { redisadapter.New(ring, redisadapter.Options{}) })
 	assert.NotPanics(t, func() { redisadapter.New(rdb, redisadapter.Options{}) })
 }
 
