@@ -119,8 +119,9 @@ type redisAuthState struct {
 	now      func() time.Time
 	logger   *slog.Logger
 
-	renewEvery time.Duration // how often the leases are renewed: LeaseTTL/3
-	afterRenew func()        // test hook, called after each background renewal
+	renewEvery  time.Duration // how often the leases are renewed: LeaseTTL/3
+	afterRenew  func()        // test hook, called after each background renewal
+	duringRenew func()        // test hook, called once a renewal has read this node's slots
 
 	// blocks is the blocklist cache; nil means none or invalidated.
 	// blocksGen counts invalidations: a fetch started before one must not
@@ -143,13 +144,14 @@ type redisAuthState struct {
 // redisAuthConfig configures a redisAuthState; zero fields take the
 // AuthOptions defaults.
 type redisAuthConfig struct {
-	prefix     string           // default "qa:"
-	leaseTTL   time.Duration    // default 30s
-	cacheTTL   time.Duration    // default 1s
-	now        func() time.Time // default time.Now
-	logger     *slog.Logger     // default slog.Default()
-	renewEvery time.Duration    // default leaseTTL/3 (tests shorten it)
-	afterRenew func()
+	prefix      string           // default "qa:"
+	leaseTTL    time.Duration    // default 30s
+	cacheTTL    time.Duration    // default 1s
+	now         func() time.Time // default time.Now
+	logger      *slog.Logger     // default slog.Default()
+	renewEvery  time.Duration    // default leaseTTL/3 (tests shorten it)
+	afterRenew  func()
+	duringRenew func()
 }
 
 // newRedisAuthState returns a state over rdb and starts its lease
@@ -174,18 +176,19 @@ func newRedisAuthState(rdb redis.UniversalClient, cfg redisAuthConfig) *redisAut
 		cfg.renewEvery = max(cfg.leaseTTL/3, time.Millisecond)
 	}
 	r := &redisAuthState{
-		rdb:        rdb,
-		prefix:     cfg.prefix,
-		node:       rand.Text(),
-		leaseTTL:   cfg.leaseTTL,
-		cacheTTL:   cfg.cacheTTL,
-		now:        cfg.now,
-		logger:     cfg.logger,
-		renewEvery: cfg.renewEvery,
-		afterRenew: cfg.afterRenew,
-		conns:      map[string]string{},
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
+		rdb:         rdb,
+		prefix:      cfg.prefix,
+		node:        rand.Text(),
+		leaseTTL:    cfg.leaseTTL,
+		cacheTTL:    cfg.cacheTTL,
+		now:         cfg.now,
+		logger:      cfg.logger,
+		renewEvery:  cfg.renewEvery,
+		afterRenew:  cfg.afterRenew,
+		duringRenew: cfg.duringRenew,
+		conns:       map[string]string{},
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	go r.renewLoop()
 	return r
@@ -333,6 +336,9 @@ func (r *redisAuthState) renewLeases() {
 	r.connMu.Unlock()
 	if len(held) == 0 {
 		return
+	}
+	if r.duringRenew != nil {
+		r.duringRenew()
 	}
 	byAddr := make(map[string][]string, len(held))
 	for socketID, addr := range held {

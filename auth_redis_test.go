@@ -160,6 +160,7 @@ func (e *authEnv) nodeWithConfig(opts AuthOptions, rc redisAuthConfig) (*Auth, *
 		st = newRedisAuthState(e.rdb, redisAuthConfig{
 			prefix: o.RedisPrefix, leaseTTL: o.LeaseTTL, cacheTTL: o.BlocklistCacheTTL,
 			now: e.clk.Now, logger: o.Logger, afterRenew: rc.afterRenew, renewEvery: rc.renewEvery,
+			duringRenew: rc.duringRenew,
 		})
 		cfg.state = st
 	}
@@ -359,6 +360,41 @@ func TestRedisAuthLeasesRecreatedAfterWipe(t *testing.T) {
 		require.NoError(t, err)
 		_, err = b.CheckConnect(ctx, "b1", addr, "")
 		requireCode(t, err, CodeTooManyConnections)
+	})
+}
+
+// TestRedisAuthReleaseDuringRenewal: a slot released while a renewal that
+// read it runs is not written back for good (the renewal writes missing
+// slots back, and the release may have come first).
+func TestRedisAuthReleaseDuringRenewal(t *testing.T) {
+	forEachAuthEnv(t, false, func(t *testing.T, e *authEnv) {
+		ctx := context.Background()
+		const addr = "198.51.100.31"
+		var a *Auth
+		var once sync.Once
+		released, renewed := make(chan struct{}), make(chan struct{}, 1)
+		a, _ = e.nodeWithConfig(AuthOptions{MaxConnectionsPerIP: 1}, redisAuthConfig{
+			renewEvery: 5 * time.Millisecond,
+			duringRenew: func() {
+				once.Do(func() {
+					a.ReleaseConnection(ctx, "a0")
+					close(released)
+				})
+			},
+			afterRenew: func() {
+				select {
+				case renewed <- struct{}{}:
+				default:
+				}
+			},
+		})
+		_, err := a.CheckConnect(ctx, "a0", addr, "")
+		require.NoError(t, err)
+		<-released
+		waitRenewals(t, renewed, 2)
+		assert.Empty(t, stats(t, a).PerAddress)
+		_, err = e.node(AuthOptions{MaxConnectionsPerIP: 1}).CheckConnect(ctx, "b0", addr, "")
+		require.NoError(t, err, "the released slot is free")
 	})
 }
 
