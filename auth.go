@@ -200,6 +200,7 @@ type authConfig struct {
 	state      authState        // default a new in-memory state
 	sweepEvery time.Duration    // default from the window; < 0 disables the sweeper
 	afterSweep func()           // called after each background sweep
+	renewEvery time.Duration    // Redis lease renewal; default LeaseTTL/3
 }
 
 // NewAuth returns an Auth with opts (defaults filled). It returns an error
@@ -228,7 +229,7 @@ func newAuth(opts AuthOptions, cfg authConfig) (*Auth, error) {
 		if store.state == nil {
 			store.state = newRedisAuthState(opts.Redis, redisAuthConfig{
 				prefix: opts.RedisPrefix, leaseTTL: opts.LeaseTTL, cacheTTL: opts.BlocklistCacheTTL,
-				now: cfg.now, logger: opts.Logger,
+				now: cfg.now, logger: opts.Logger, renewEvery: cfg.renewEvery,
 			})
 		}
 	}
@@ -292,7 +293,7 @@ func (a *Auth) Close() error {
 // blocklist entries made so far are written to Redis; question windows
 // are not carried over. It refuses an Auth that holds connection slots,
 // which the Redis state would not know to release.
-func (a *Auth) bindRedis(ctx context.Context, rdb redis.UniversalClient, prefix string) error {
+func (a *Auth) bindRedis(ctx context.Context, rdb redis.UniversalClient, prefix string, renewEvery time.Duration) error {
 	a.bindMu.Lock()
 	defer a.bindMu.Unlock()
 	cur := a.store.Load()
@@ -314,7 +315,7 @@ func (a *Auth) bindRedis(ctx context.Context, rdb redis.UniversalClient, prefix 
 	}
 	rs := newRedisAuthState(rdb, redisAuthConfig{
 		prefix: prefix, leaseTTL: a.opts.LeaseTTL, cacheTTL: a.opts.BlocklistCacheTTL,
-		now: a.now, logger: a.logger,
+		now: a.now, logger: a.logger, renewEvery: renewEvery,
 	})
 	for _, b := range st.blocked {
 		p, err := parsePrefix(b.Addr)

@@ -96,6 +96,10 @@ type Options struct {
 	// secretRefresh is how often a secret shared through Redis is re-read.
 	// default: defaultSecretRefresh (tests shorten it)
 	secretRefresh time.Duration
+	// leaseRenewal is how often an Auth in Redis that Register creates or
+	// moves there renews its connection leases. default: LeaseTTL/3
+	// (tests shorten it)
+	leaseRenewal time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -213,14 +217,15 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	s.auth = opts.Auth
 	switch {
 	case s.auth == nil:
-		a, err := NewAuth(AuthOptions{Logger: opts.Logger, Redis: opts.Redis, RedisPrefix: opts.RedisPrefix})
+		a, err := newAuth(AuthOptions{Logger: opts.Logger, Redis: opts.Redis, RedisPrefix: opts.RedisPrefix},
+			authConfig{renewEvery: opts.leaseRenewal})
 		if err != nil {
 			return fail(err)
 		}
 		s.auth, s.ownAuth = a, true
 	case opts.Redis != nil:
 		ctx, cancel := context.WithTimeout(context.Background(), opts.StorageTimeout)
-		err := s.auth.bindRedis(ctx, opts.Redis, opts.RedisPrefix)
+		err := s.auth.bindRedis(ctx, opts.Redis, opts.RedisPrefix, opts.leaseRenewal)
 		cancel()
 		if err != nil {
 			return fail(err)

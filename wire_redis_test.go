@@ -303,3 +303,26 @@ func TestRedisUserAuthMovedToRedis(t *testing.T) {
 		assert.Equal(t, "mine:", auth.Options().RedisPrefix)
 	})
 }
+
+// TestRedisLeasesAfterEmptyRestart: Redis restarts empty while a node has
+// connections open; its lease renewal writes their slots back, so a
+// connection beyond MaxConnectionsPerIP is refused again.
+func TestRedisLeasesAfterEmptyRestart(t *testing.T) {
+	mr := miniredis.RunT(t)
+	r := &sharedRedis{mr: mr, opts: &redis.Options{Addr: mr.Addr()}, prefix: "qa:"}
+	ts := r.node(t, socketio.WithLeaseRenewal(socketio.Options{}, 10*time.Millisecond))
+	limit := ts.QA.Auth().Options().MaxConnectionsPerIP
+	for range limit {
+		ts.dial(t, sioclient.TransportWebsocket)
+	}
+	_, err := ts.dialErr(t, sioclient.TransportWebsocket)
+	requireConnectError(t, err, "too_many_connections")
+
+	mr.FlushAll()
+	require.Eventually(t, func() bool {
+		st, err := ts.QA.Auth().ConnectionStats(context.Background())
+		return err == nil && st.Total == limit
+	}, 5*time.Second, 10*time.Millisecond, "the renewal writes the open connections' slots back")
+	_, err = ts.dialErr(t, sioclient.TransportWebsocket)
+	requireConnectError(t, err, "too_many_connections")
+}
