@@ -262,11 +262,13 @@ func TestRedisStorageCluster(t *testing.T) {
 	require.NoError(t, err)
 	exerciseOwner(t, s, "u:{cluster}")
 
-	// Without a cross-slot id index, ids are unique per owner.
+	// Ids are unique across owners: the claim lives in a slot of its own.
 	task := socketio.Task{ID: "dup", SessionID: "s", Owner: "u:1", Question: "first", AskedAt: time.Now()}
 	require.NoError(t, s.CreateTask(ctx, task, 0))
 	second := task
 	second.Question = "second"
+	require.Error(t, s.CreateTask(ctx, second, 0))
+	second.Owner = "u:2"
 	require.Error(t, s.CreateTask(ctx, second, 0))
 	require.NoError(t, s.DeleteSession(ctx, sess.ID))
 

@@ -1,6 +1,6 @@
 // Package redistest provides the Redis deployments the tests of this
-// module run against besides a single server: a Ring of two embedded
-// servers, a client that hides its concrete type, and, when the
+// module run against besides a single server: a Ring, a client that
+// hides its concrete type, and, when the
 // environment names them, a real Redis Cluster (REDIS_CLUSTER_ADDRS) and a
 // Sentinel-monitored master (REDIS_SENTINEL_ADDRS, REDIS_SENTINEL_MASTER).
 // testdata/redis-topologies/run.sh starts the latter two and runs the
