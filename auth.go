@@ -281,6 +281,8 @@ func (a *Auth) Options() AuthOptions {
 func (a *Auth) Close() error {
 	a.closeOnce.Do(func() { close(a.stop) })
 	<-a.done
+	a.bindMu.Lock() // a state bindRedis is installing is closed too
+	defer a.bindMu.Unlock()
 	if c, ok := a.st().(interface{ close() }); ok {
 		c.close()
 	}
@@ -296,6 +298,11 @@ func (a *Auth) Close() error {
 func (a *Auth) bindRedis(ctx context.Context, rdb redis.UniversalClient, prefix string, renewEvery time.Duration) error {
 	a.bindMu.Lock()
 	defer a.bindMu.Unlock()
+	select {
+	case <-a.stop:
+		return errors.New("socketio: Register: Options.Auth is closed")
+	default:
+	}
 	cur := a.store.Load()
 	if cur.rdb != nil {
 		return nil

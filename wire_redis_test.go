@@ -289,6 +289,16 @@ func TestRedisUserAuthMovedToRedis(t *testing.T) {
 		assert.Nil(t, auth.Options().Redis, "left in memory")
 	})
 
+	t.Run("a closed Auth is refused", func(t *testing.T) {
+		rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+		t.Cleanup(func() { rdb.Close() })
+		auth, err := socketio.NewAuth(socketio.AuthOptions{Logger: quiet})
+		require.NoError(t, err)
+		require.NoError(t, auth.Close())
+		_, err = register(t, socketio.Options{Redis: rdb, Auth: auth, Logger: quiet})
+		require.ErrorContains(t, err, "closed")
+	})
+
 	t.Run("an Auth with its own Redis keeps it", func(t *testing.T) {
 		own := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
 		t.Cleanup(func() { own.Close() })
