@@ -2,9 +2,11 @@ package redisadapter_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/qaplatform/socketio/internal/redistest"
 	"github.com/qaplatform/socketio/redisadapter"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -111,5 +113,22 @@ func TestStreamCount(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, int64(1), n, "namespace %s writes to %s", nsp, streams[i])
 		}
+	})
+}
+
+// TestWrappedRingIsAnError: a *redis.Ring that New cannot recognise (it is
+// wrapped) cannot subscribe; Health says so, and the process goes on.
+func TestWrappedRingIsAnError(t *testing.T) {
+	be := backends(t)[0]
+	cfg := newConfig(t, be, redisadapter.Protocol03)
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": be.addr}})
+	t.Cleanup(func() { _ = ring.Close() })
+	b := redisadapter.New(redistest.Wrapped{UniversalClient: ring}, cfg.opts)
+	io := newServer(b)
+	t.Cleanup(func() { closeServer(io) })
+	ctx := ctxTimeout(t, 5*time.Second)
+	eventually(t, 5*time.Second, "the subscription error", func() bool {
+		err := b.Health(ctx)
+		return err != nil && strings.Contains(err.Error(), "cannot hold one subscription")
 	})
 }
