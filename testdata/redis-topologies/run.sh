@@ -42,16 +42,29 @@ trap cleanup EXIT INT TERM
 # in_use reports whether something listens on 127.0.0.1:$1.
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port prints a port that is free, and (for a cluster node, whose bus
-# listens on port+10000) whose +10000 is free too; it never repeats one.
-next_port=$((20000 + RANDOM % 20000))
+# Ports are taken below the kernel's ephemeral range, where outgoing
+# connections (of tests running meanwhile) would make a bind fail, with
+# the cluster bus's port+10000 below it too.
+ephemeral_low=32768
+if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
+  read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range
+fi
+port_low=1100
+port_high=$((ephemeral_low - 10001))
+if [ "$port_high" -le "$port_low" ]; then
+  echo "redis-topologies: no free port range below the ephemeral ports ($ephemeral_low)" >&2
+  exit 1
+fi
+next_port=$((port_low + RANDOM % (port_high - port_low)))
+
+# free_port sets port to one that nothing listens on, whose +10000 (a
+# cluster node's bus) is free too; it never repeats one.
 free_port() {
   while :; do
     next_port=$((next_port + 1))
-    [ "$next_port" -lt 55000 ] || next_port=20001
-    local p=$next_port
-    if ! in_use "$p" && ! in_use $((p + 10000)); then
-      echo "$p"
+    [ "$next_port" -le "$port_high" ] || next_port=$port_low
+    if ! in_use "$next_port" && ! in_use $((next_port + 10000)); then
+      port=$next_port
       return
     fi
   done
@@ -68,21 +81,42 @@ wait_for() { # wait_for DESCRIPTION COMMAND…: up to 10 s
   return 1
 }
 
-start_server() { # start_server PORT [extra redis-server args…]
-  local p=$1
-  shift
-  redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no \
-    --daemonize yes --dir "$tmp" --pidfile "$tmp/$p.pid" --logfile "$tmp/$p.log" "$@"
-  ports+=("$p")
-  wait_for "redis-server on $p" redis-cli -h 127.0.0.1 -p "$p" ping
+# start_server [--config FILE] [redis-server args…] starts a server (with
+# FILE as its config file, which redis-server wants first) on a free port,
+# which it leaves in port (the args may name it as PORT). A port that turns
+# out to be taken after all is given up for the next one, up to 5 times.
+start_server() {
+  local attempt arg args conf=()
+  if [ "${1:-}" = --config ]; then
+    conf=("$2")
+    shift 2
+  fi
+  for attempt in 1 2 3 4 5; do
+    free_port
+    args=()
+    for arg in "$@"; do args+=("${arg//PORT/$port}"); done
+    rm -f "$tmp/$port.log"
+    redis-server "${conf[@]}" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+      --daemonize yes --dir "$tmp" --pidfile "$tmp/$port.pid" --logfile "$tmp/$port.log" "${args[@]}" || true
+    for _ in $(seq 1 50); do
+      if redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+        ports+=("$port")
+        return 0
+      fi
+      sleep 0.1
+    done
+    echo "redis-topologies: redis-server did not start on $port (attempt $attempt):" >&2
+    tail -n 5 "$tmp/$port.log" >&2 2>/dev/null || true
+    redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  done
+  return 1
 }
 
 # The cluster.
 cluster=()
 for _ in 1 2 3; do
-  p=$(free_port)
-  start_server "$p" --cluster-enabled yes --cluster-config-file "$tmp/nodes-$p.conf" --cluster-node-timeout 5000
-  cluster+=("127.0.0.1:$p")
+  start_server --cluster-enabled yes --cluster-config-file "$tmp/nodes-PORT.conf" --cluster-node-timeout 5000
+  cluster+=("127.0.0.1:$port")
 done
 redis-cli --cluster create "${cluster[@]}" --cluster-replicas 0 --cluster-yes >"$tmp/cluster-create.log"
 cluster_ok() {
@@ -92,22 +126,13 @@ cluster_ok() {
 }
 wait_for "cluster_state:ok" cluster_ok
 
-# The master and its Sentinel.
-master=$(free_port)
-start_server "$master"
-sentinel=$(free_port)
-cat >"$tmp/sentinel.conf" <<CONF
-port $sentinel
-bind 127.0.0.1
-daemonize yes
-dir $tmp
-pidfile $tmp/$sentinel.pid
-logfile $tmp/$sentinel.log
-sentinel monitor mymaster 127.0.0.1 $master 1
-sentinel down-after-milliseconds mymaster 5000
-CONF
-redis-server "$tmp/sentinel.conf" --sentinel
-ports+=("$sentinel")
+# The master and its Sentinel (redis-server --sentinel with a config file
+# of its own, which the Sentinel rewrites).
+start_server
+master=$port
+printf 'sentinel monitor mymaster 127.0.0.1 %s 1\nsentinel down-after-milliseconds mymaster 5000\n' "$master" >"$tmp/sentinel.conf"
+start_server --config "$tmp/sentinel.conf" --sentinel
+sentinel=$port
 sentinel_ok() {
   redis-cli -h 127.0.0.1 -p "$sentinel" sentinel get-master-addr-by-name mymaster | grep -q "^$master\$"
 }
