@@ -63,7 +63,7 @@ func forEachAuthEnvOf(t *testing.T, kinds []string, fn func(t *testing.T, e *aut
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
 			ignore := goleak.IgnoreCurrent()
-			t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // runs last
+			t.Cleanup(func() { goleak.VerifyNone(t, append(redistest.IgnoreDNSLookups(), ignore)...) }) // runs last
 			e := &authEnv{t: t, kind: kind, clk: &authTestClock{t: time.Date(2026, 11, 27, 5, 0, 0, 0, time.UTC)}}
 			switch kind {
 			case "memory":
