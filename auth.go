@@ -74,8 +74,11 @@ type AuthOptions struct {
 	RedisPrefix string
 	// LeaseTTL is how long a connection slot held in Redis outlives its
 	// node: each node renews its slots every LeaseTTL/3, so the slots of a
-	// node that dies without releasing them lapse after LeaseTTL. Nodes
-	// sharing a prefix should use the same value. default: 30s
+	// node that dies without releasing them lapse after LeaseTTL. A
+	// renewal also writes back the slots of open connections that Redis
+	// lost (a restart without persistence, an eviction), so the limit
+	// holds again within LeaseTTL/3. Nodes sharing a prefix should use the
+	// same value. default: 30s
 	LeaseTTL time.Duration
 	// BlocklistCacheTTL is how long a node answers blocklist lookups from
 	// its copy of the Redis blocklist: a block or unblock made on another
@@ -166,7 +169,8 @@ type ConnectionStats struct {
 type Auth struct {
 	opts    AuthOptions
 	logger  *slog.Logger
-	state   authState
+	store   atomic.Pointer[authStore] // see st; replaced only by bindRedis
+	bindMu  sync.Mutex
 	now     func() time.Time
 	proxies []netip.Prefix
 
@@ -179,12 +183,24 @@ type Auth struct {
 	done      chan struct{}
 }
 
+// authStore is where an Auth keeps its state: in memory (rdb nil) or in
+// Redis under prefix.
+type authStore struct {
+	state  authState
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// st returns the Auth's state.
+func (a *Auth) st() authState { return a.store.Load().state }
+
 // authConfig holds the knobs tests use; the zero value is production.
 type authConfig struct {
 	now        func() time.Time // default time.Now
 	state      authState        // default a new in-memory state
 	sweepEvery time.Duration    // default from the window; < 0 disables the sweeper
 	afterSweep func()           // called after each background sweep
+	renewEvery time.Duration    // Redis lease renewal; default LeaseTTL/3
 }
 
 // NewAuth returns an Auth with opts (defaults filled). It returns an error
@@ -207,24 +223,28 @@ func newAuth(opts AuthOptions, cfg authConfig) (*Auth, error) {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
-	if cfg.state == nil && opts.Redis != nil {
-		cfg.state = newRedisAuthState(opts.Redis, redisAuthConfig{
-			prefix: opts.RedisPrefix, leaseTTL: opts.LeaseTTL, cacheTTL: opts.BlocklistCacheTTL,
-			now: cfg.now, logger: opts.Logger,
-		})
+	store := &authStore{state: cfg.state}
+	if opts.Redis != nil {
+		store.rdb, store.prefix = opts.Redis, opts.RedisPrefix
+		if store.state == nil {
+			store.state = newRedisAuthState(opts.Redis, redisAuthConfig{
+				prefix: opts.RedisPrefix, leaseTTL: opts.LeaseTTL, cacheTTL: opts.BlocklistCacheTTL,
+				now: cfg.now, logger: opts.Logger, renewEvery: cfg.renewEvery,
+			})
+		}
 	}
-	if cfg.state == nil {
-		cfg.state = newMemoryAuthState()
+	if store.state == nil {
+		store.state = newMemoryAuthState()
 	}
 	a := &Auth{
 		opts:    opts,
 		logger:  opts.Logger,
-		state:   cfg.state,
 		now:     cfg.now,
 		proxies: proxies,
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	a.store.Store(store)
 	a.afterSweep = cfg.afterSweep
 	every := cfg.sweepEvery
 	if every == 0 {
@@ -240,9 +260,14 @@ func newAuth(opts AuthOptions, cfg authConfig) (*Auth, error) {
 	return a, nil
 }
 
-// Options returns the effective options, defaults filled.
+// Options returns the effective options, defaults filled. After Register
+// has moved the Auth to Options.Redis (see Options.Auth), Redis and
+// RedisPrefix name where its state is.
 func (a *Auth) Options() AuthOptions {
 	o := a.opts
+	if st := a.store.Load(); st.rdb != nil {
+		o.Redis, o.RedisPrefix = st.rdb, st.prefix
+	}
 	o.QuestionRules = slices.Clone(o.QuestionRules)
 	o.TrustedProxies = slices.Clone(o.TrustedProxies)
 	return o
@@ -256,9 +281,60 @@ func (a *Auth) Options() AuthOptions {
 func (a *Auth) Close() error {
 	a.closeOnce.Do(func() { close(a.stop) })
 	<-a.done
-	if c, ok := a.state.(interface{ close() }); ok {
+	a.bindMu.Lock() // a state bindRedis is installing is closed too
+	defer a.bindMu.Unlock()
+	if c, ok := a.st().(interface{ close() }); ok {
 		c.close()
 	}
+	return nil
+}
+
+// bindRedis moves an Auth whose state is in memory to Redis (rdb, under
+// prefix), for Register: see Options.Auth. An Auth already in Redis (its
+// own AuthOptions.Redis, or an earlier Register's) stays where it is. The
+// blocklist entries made so far are written to Redis; question windows
+// are not carried over. It refuses an Auth that holds connection slots,
+// which the Redis state would not know to release.
+func (a *Auth) bindRedis(ctx context.Context, rdb redis.UniversalClient, prefix string, renewEvery time.Duration) error {
+	a.bindMu.Lock()
+	defer a.bindMu.Unlock()
+	select {
+	case <-a.stop:
+		return errors.New("socketio: Register: Options.Auth is closed")
+	default:
+	}
+	cur := a.store.Load()
+	if cur.rdb != nil {
+		return nil
+	}
+	mem, ok := cur.state.(*memoryAuthState)
+	if !ok {
+		return nil // a state injected by a test
+	}
+	now := a.now()
+	st, err := mem.stats(ctx, now)
+	if err != nil {
+		return err
+	}
+	if len(st.perAddress) > 0 {
+		return errors.New("socketio: Register: Options.Auth holds open connections in memory and cannot move to Options.Redis; " +
+			"register it before using it, or create it with AuthOptions.Redis")
+	}
+	rs := newRedisAuthState(rdb, redisAuthConfig{
+		prefix: prefix, leaseTTL: a.opts.LeaseTTL, cacheTTL: a.opts.BlocklistCacheTTL,
+		now: a.now, logger: a.logger, renewEvery: renewEvery,
+	})
+	for _, b := range st.blocked {
+		p, err := parsePrefix(b.Addr)
+		if err == nil {
+			err = rs.block(ctx, p, b.Reason, b.Expires)
+		}
+		if err != nil {
+			rs.close()
+			return fmt.Errorf("socketio: Register: moving Options.Auth's blocklist to Redis: %w", unavailable(err))
+		}
+	}
+	a.store.Store(&authStore{state: rs, rdb: rdb, prefix: prefix})
 	return nil
 }
 
@@ -283,7 +359,7 @@ func (a *Auth) sweepLoop(every time.Duration) {
 func (a *Auth) sweep() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := a.state.sweep(ctx, a.now(), a.opts.QuestionWindow); err != nil {
+	if err := a.st().sweep(ctx, a.now(), a.opts.QuestionWindow); err != nil {
 		a.logger.Warn("socketio: auth sweep failed", "err", err)
 	}
 }
@@ -304,7 +380,7 @@ func (a *Auth) BlockIP(ctx context.Context, addr, reason string, ttl time.Durati
 	if ttl > 0 {
 		expires = a.now().Add(ttl)
 	}
-	if err := a.state.block(ctx, p, reason, expires); err != nil {
+	if err := a.st().block(ctx, p, reason, expires); err != nil {
 		return fmt.Errorf("socketio: BlockIP: %w", unavailable(err))
 	}
 	return nil
@@ -318,7 +394,7 @@ func (a *Auth) UnblockIP(ctx context.Context, addr string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("socketio: UnblockIP: %w", err)
 	}
-	ok, err := a.state.unblock(ctx, p, a.now())
+	ok, err := a.st().unblock(ctx, p, a.now())
 	if err != nil {
 		return false, fmt.Errorf("socketio: UnblockIP: %w", unavailable(err))
 	}
@@ -334,7 +410,7 @@ func (a *Auth) BlockedReason(ctx context.Context, ip string) (reason string, blo
 	if !ok {
 		return "", false, fmt.Errorf("socketio: BlockedReason: %q is not an IP address", ip)
 	}
-	reason, blocked, err = a.state.lookup(ctx, addr, a.now())
+	reason, blocked, err = a.st().lookup(ctx, addr, a.now())
 	if err != nil {
 		return "", false, fmt.Errorf("socketio: BlockedReason: %w", unavailable(err))
 	}
@@ -346,7 +422,7 @@ func (a *Auth) BlockedReason(ctx context.Context, ip string) (reason string, blo
 // state cannot be read, it returns the refusal counters, which are always
 // local, with an error wrapping ErrUnavailable.
 func (a *Auth) ConnectionStats(ctx context.Context) (ConnectionStats, error) {
-	st, err := a.state.stats(ctx, a.now())
+	st, err := a.st().stats(ctx, a.now())
 	if err != nil {
 		err = fmt.Errorf("socketio: ConnectionStats: %w", unavailable(err))
 	}
@@ -408,7 +484,7 @@ func (a *Auth) CheckConnect(ctx context.Context, socketID, addr, token string) (
 		// The blocklist goes first, so that blocked clients cost no
 		// verification and learn nothing about their token.
 		if ip, ok := parseIP(addr); ok {
-			reason, blocked, err := a.state.lookup(ctx, ip, a.now())
+			reason, blocked, err := a.st().lookup(ctx, ip, a.now())
 			if err != nil && !a.opts.FailOpenConnects {
 				return "", a.refuse(CodeUnavailable, unavailable(err))
 			}
@@ -434,7 +510,7 @@ func (a *Auth) CheckConnect(ctx context.Context, socketID, addr, token string) (
 	}
 	// acquireConn checks the blocklist (again) right before taking the
 	// slot, so a block added during verification still applies.
-	if err := a.state.acquireConn(ctx, socketID, addr, a.opts.MaxConnectionsPerIP, a.now()); err != nil {
+	if err := a.st().acquireConn(ctx, socketID, addr, a.opts.MaxConnectionsPerIP, a.now()); err != nil {
 		code := ErrorCode(err)
 		if code != CodeIPBlocked && code != CodeTooManyConnections {
 			if a.opts.FailOpenConnects {
@@ -473,7 +549,7 @@ func refusalCounted(err error) bool {
 // ReleaseConnection frees the connection slot held by socketID. It is
 // idempotent; an unknown id is a no-op. A state failure is logged.
 func (a *Auth) ReleaseConnection(ctx context.Context, socketID string) {
-	if err := a.state.releaseConn(ctx, socketID); err != nil {
+	if err := a.st().releaseConn(ctx, socketID); err != nil {
 		a.logger.Warn("socketio: releasing connection failed", "socket", socketID, "err", err)
 	}
 }
@@ -540,7 +616,7 @@ func (a *Auth) ReserveQuestion(ctx context.Context, sessionID, addr string) (rel
 		perAddr:    a.opts.MaxQuestionsPerMinutePerIP,
 		window:     a.opts.QuestionWindow,
 	}
-	release, err = a.state.reserveQuestion(ctx, sessionID, normalizeAddr(addr), lim, a.now())
+	release, err = a.st().reserveQuestion(ctx, sessionID, normalizeAddr(addr), lim, a.now())
 	if err != nil {
 		if ErrorCode(err) == CodeRateLimited {
 			return nil, err

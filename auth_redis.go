@@ -19,13 +19,15 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/qaplatform/socketio/internal/redistopo"
 )
 
 var _ authState = (*redisAuthState)(nil)
 
 // The scripts of the Redis auth state. Each touches exactly one key, so each
-// runs in one slot of a Cluster whatever the key names, except
-// rateReserveBothScript, which is used only off Cluster.
+// runs in one slot of a Cluster, and on one shard of a Ring, whatever the
+// key names and whatever the client.
 var (
 	//go:embed redis/auth_conn_acquire.lua
 	connAcquireLua    string
@@ -38,10 +40,6 @@ var (
 	//go:embed redis/auth_rate_reserve.lua
 	rateReserveLua    string
 	rateReserveScript = redis.NewScript(rateReserveLua)
-
-	//go:embed redis/auth_rate_reserve_both.lua
-	rateReserveBothLua    string
-	rateReserveBothScript = redis.NewScript(rateReserveBothLua)
 
 	//go:embed redis/auth_blocks_fetch.lua
 	blocksFetchLua    string
@@ -92,8 +90,11 @@ const (
 //   - Connection slots are exact across nodes: one script checks and takes
 //     a slot. A slot is a lease that this node renews every LeaseTTL/3; the
 //     slots of a node that dies without releasing lapse after LeaseTTL. A
-//     node cut off from Redis for longer than LeaseTTL loses its leases
-//     (its sockets stop counting) rather than exceed the limit.
+//     renewal writes back the slots of this node's open sockets that are
+//     missing (Redis restarted empty, a key was evicted, or the node was
+//     cut off for longer than LeaseTTL), since those connections still
+//     count: until then, they do not count, and after it an address may be
+//     over its limit (acquires refuse until enough connections close).
 //   - The blocklist is read through a per-node cache: a block or unblock
 //     takes effect at once on the node that made it and within
 //     BlocklistCacheTTL on the others.
@@ -118,7 +119,9 @@ type redisAuthState struct {
 	now      func() time.Time
 	logger   *slog.Logger
 
-	afterRenew func() // test hook, called after each background renewal
+	renewEvery  time.Duration // how often the leases are renewed: LeaseTTL/3
+	afterRenew  func()        // test hook, called after each background renewal
+	duringRenew func()        // test hook, called once a renewal has read this node's slots
 
 	// blocks is the blocklist cache; nil means none or invalidated.
 	// blocksGen counts invalidations: a fetch started before one must not
@@ -141,12 +144,14 @@ type redisAuthState struct {
 // redisAuthConfig configures a redisAuthState; zero fields take the
 // AuthOptions defaults.
 type redisAuthConfig struct {
-	prefix     string           // default "qa:"
-	leaseTTL   time.Duration    // default 30s
-	cacheTTL   time.Duration    // default 1s
-	now        func() time.Time // default time.Now
-	logger     *slog.Logger     // default slog.Default()
-	afterRenew func()
+	prefix      string           // default "qa:"
+	leaseTTL    time.Duration    // default 30s
+	cacheTTL    time.Duration    // default 1s
+	now         func() time.Time // default time.Now
+	logger      *slog.Logger     // default slog.Default()
+	renewEvery  time.Duration    // default leaseTTL/3 (tests shorten it)
+	afterRenew  func()
+	duringRenew func()
 }
 
 // newRedisAuthState returns a state over rdb and starts its lease
@@ -167,18 +172,23 @@ func newRedisAuthState(rdb redis.UniversalClient, cfg redisAuthConfig) *redisAut
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
+	if cfg.renewEvery <= 0 {
+		cfg.renewEvery = max(cfg.leaseTTL/3, time.Millisecond)
+	}
 	r := &redisAuthState{
-		rdb:        rdb,
-		prefix:     cfg.prefix,
-		node:       rand.Text(),
-		leaseTTL:   cfg.leaseTTL,
-		cacheTTL:   cfg.cacheTTL,
-		now:        cfg.now,
-		logger:     cfg.logger,
-		afterRenew: cfg.afterRenew,
-		conns:      map[string]string{},
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
+		rdb:         rdb,
+		prefix:      cfg.prefix,
+		node:        rand.Text(),
+		leaseTTL:    cfg.leaseTTL,
+		cacheTTL:    cfg.cacheTTL,
+		now:         cfg.now,
+		logger:      cfg.logger,
+		renewEvery:  cfg.renewEvery,
+		afterRenew:  cfg.afterRenew,
+		duringRenew: cfg.duringRenew,
+		conns:       map[string]string{},
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	go r.renewLoop()
 	return r
@@ -299,7 +309,7 @@ func (r *redisAuthState) releaseConn(ctx context.Context, socketID string) error
 // renewLoop renews this node's leases every LeaseTTL/3 until stop.
 func (r *redisAuthState) renewLoop() {
 	defer close(r.done)
-	t := time.NewTicker(max(r.leaseTTL/3, time.Millisecond))
+	t := time.NewTicker(r.renewEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -315,16 +325,24 @@ func (r *redisAuthState) renewLoop() {
 }
 
 // renewLeases renews every slot this node holds: one renew script per
-// address, sent in pipelines of at most renewBatch members.
+// address, sent in pipelines of at most renewBatch members. A slot missing
+// from Redis (lost with its data, or dropped after its lease lapsed) is
+// written back: its connection is still open and counts. A socket released
+// while its renewal was in flight may have been written back after its
+// release; such slots are removed again at the end.
 func (r *redisAuthState) renewLeases() {
 	r.connMu.Lock()
-	byAddr := make(map[string][]string, len(r.conns))
-	for socketID, addr := range r.conns {
-		byAddr[addr] = append(byAddr[addr], r.member(socketID))
-	}
+	held := maps.Clone(r.conns)
 	r.connMu.Unlock()
-	if len(byAddr) == 0 {
+	if len(held) == 0 {
 		return
+	}
+	if r.duringRenew != nil {
+		r.duringRenew()
+	}
+	byAddr := make(map[string][]string, len(held))
+	for socketID, addr := range held {
+		byAddr[addr] = append(byAddr[addr], r.member(socketID))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.leaseTTL/3)
 	defer cancel()
@@ -332,17 +350,19 @@ func (r *redisAuthState) renewLeases() {
 	ttl := r.connKeyTTL().Milliseconds()
 
 	var batch []*scriptCall
-	size := 0
+	size, restored := 0, int64(0)
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
 		r.runScripts(ctx, batch...)
 		for _, c := range batch {
-			if err := c.cmd.Err(); err != nil {
+			n, err := c.cmd.Int64()
+			if err != nil {
 				r.logger.Warn("socketio: renewing connection leases failed", "err", err)
 				break
 			}
+			restored += n
 		}
 		batch, size = batch[:0], 0
 	}
@@ -360,6 +380,29 @@ func (r *redisAuthState) renewLeases() {
 		}
 	}
 	flush()
+	if restored > 0 {
+		r.logger.Info("socketio: re-created connection leases missing from Redis", "slots", restored)
+	}
+
+	// Slots released (or moved) while the renewal ran.
+	r.connMu.Lock()
+	var gone []string
+	for socketID, addr := range held {
+		if now, ok := r.conns[socketID]; !ok || now != addr {
+			gone = append(gone, socketID)
+		}
+	}
+	r.connMu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	pipe := r.rdb.Pipeline()
+	for _, socketID := range gone {
+		pipe.ZRem(ctx, r.connKey(held[socketID]), r.member(socketID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		r.logger.Warn("socketio: removing connection slots released during renewal failed", "err", err)
+	}
 }
 
 // stopRenewing stops the lease refresher and waits for it to exit.
@@ -406,39 +449,10 @@ func (r *redisAuthState) reserveQuestion(ctx context.Context, sessionID, addr st
 	winUS := int64((lim.window + time.Microsecond - 1) / time.Microsecond)
 	ttl := max((2 * lim.window).Milliseconds(), 1000)
 	sessKey, addrKey := r.sessionRateKey(sessionID), r.addrRateKey(addr)
-	release := func() func() {
-		var once sync.Once
-		return func() {
-			once.Do(func() { r.removeRecords(context.Background(), id, sessKey, addrKey) })
-		}
-	}
-	if _, cluster := r.rdb.(*redis.ClusterClient); !cluster {
-		// Both windows in one atomic script: exact under any concurrency.
-		vals, err := rateReserveBothScript.Run(ctx, r.rdb, []string{sessKey, addrKey},
-			nowUS, nowUS-winUS, lim.perSession, lim.perAddr, id, ttl).Slice()
-		if err != nil {
-			return nil, err
-		}
-		if len(vals) == 1 {
-			return release(), nil
-		}
-		if len(vals) != 3 {
-			return nil, fmt.Errorf("socketio: unexpected reserve reply %v", vals)
-		}
-		sWait, err := waitFor(vals[1], nowUS, winUS)
-		if err != nil {
-			return nil, err
-		}
-		aWait, err := waitFor(vals[2], nowUS, winUS)
-		if err != nil {
-			return nil, err
-		}
-		return nil, rateLimited(lim, sWait, aWait)
-	}
-	// On a Cluster the two windows live in different slots: two scripts in
-	// one pipeline, and the half recorded taken back when the other
-	// refused. Never over a limit, but a question racing that take-back may
-	// be refused while a window has room.
+	// The two windows live in different slots (shards of a Ring): two
+	// scripts in one pipeline, and the half recorded taken back when the
+	// other refused. Never over a limit, but a question racing that
+	// take-back may be refused while a window has room.
 	sess := &scriptCall{script: rateReserveScript, keys: []string{sessKey}, args: []any{nowUS, nowUS - winUS, lim.perSession, id, ttl}}
 	adr := &scriptCall{script: rateReserveScript, keys: []string{addrKey}, args: []any{nowUS, nowUS - winUS, lim.perAddr, id, ttl}}
 	r.runScripts(ctx, sess, adr)
@@ -446,7 +460,10 @@ func (r *redisAuthState) reserveQuestion(ctx context.Context, sessionID, addr st
 	sOK, sWait, sErr := reserveResult(sess.cmd, nowUS, winUS)
 	aOK, aWait, aErr := reserveResult(adr.cmd, nowUS, winUS)
 	if sOK && aOK {
-		return release(), nil
+		var once sync.Once
+		return func() {
+			once.Do(func() { r.removeRecords(context.Background(), id, sessKey, addrKey) })
+		}, nil
 	}
 	// Take back the half that was recorded.
 	var keys []string
@@ -752,7 +769,7 @@ func (s *blockSnapshot) lookup(ip netip.Addr, now time.Time) (string, bool) {
 
 // Stats and sweeping.
 
-// stats scans the connection keys (SCAN, on every master of a Cluster, at
+// stats scans the connection keys (SCAN on every node holding keys; at
 // most maxStatsKeys keys), then counts their live leases and reads the
 // blocklist in one pipeline. It is meant for admin calls, not hot paths.
 func (r *redisAuthState) stats(ctx context.Context, now time.Time) (authStats, error) {
@@ -809,13 +826,7 @@ func (r *redisAuthState) scanConnKeys(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
-	var err error
-	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, r.rdb)
-	}
-	if err != nil {
+	if err := redistopo.ForEachMaster(ctx, r.rdb, scan); err != nil {
 		return nil, err
 	}
 	if len(seen) >= maxStatsKeys {

@@ -278,7 +278,7 @@ func TestAuthBlocklist(t *testing.T) {
 	_, blocked, err := a.BlockedReason(ctx, "203.0.113.7")
 	require.NoError(t, err)
 	assert.False(t, blocked)
-	m := a.state.(*memoryAuthState)
+	m := a.st().(*memoryAuthState)
 	m.blockMu.RLock()
 	_, kept := m.singles[netipMust(t, "203.0.113.7")]
 	m.blockMu.RUnlock()
@@ -438,7 +438,7 @@ func TestAuthReserveQuestionRelease(t *testing.T) {
 	r1()
 	r3()
 	a.sweep()
-	s, ad := a.state.(*memoryAuthState).windowCounts()
+	s, ad := a.st().(*memoryAuthState).windowCounts()
 	assert.Zero(t, s, "emptied windows are dropped by the sweep")
 	assert.Zero(t, ad)
 
@@ -544,7 +544,7 @@ func TestAuthSweepBoundsMemory(t *testing.T) {
 		_, err := a.ReserveQuestion(ctx, "s"+strconv.Itoa(i), "192.0.2."+strconv.Itoa(i))
 		require.NoError(t, err)
 	}
-	m := a.state.(*memoryAuthState)
+	m := a.st().(*memoryAuthState)
 	s, ad := m.windowCounts()
 	require.Equal(t, 100, s)
 	require.Equal(t, 100, ad)
@@ -734,7 +734,7 @@ func TestAuthClose(t *testing.T) {
 	_, err = b.ReserveQuestion(context.Background(), "s", "192.0.2.1")
 	require.NoError(t, err)
 	clk.Advance(time.Minute)
-	m := b.state.(*memoryAuthState)
+	m := b.st().(*memoryAuthState)
 	deadline := time.After(5 * time.Second)
 	for {
 		if s, _ := m.windowCounts(); s == 0 {

@@ -14,6 +14,14 @@ func WithSecretRefresh(opts Options, d time.Duration) Options {
 	return opts
 }
 
+// WithLeaseRenewal returns opts with the connection leases of an Auth in
+// Redis that Register creates (or moves there) renewed every d instead of
+// every LeaseTTL/3.
+func WithLeaseRenewal(opts Options, d time.Duration) Options {
+	opts.leaseRenewal = d
+	return opts
+}
+
 // RefreshSharedSecret runs one refresh of s's shared resume secret now, as
 // its periodic refresh does.
 func RefreshSharedSecret(ctx context.Context, s *Server) error {

@@ -23,7 +23,9 @@ type Options struct {
 	Namespace string
 	// Redis, when set, is the state every node using it shares (with the
 	// same RedisPrefix): the default Storage is a RedisStorage on it, the
-	// default Auth keeps its limits, blocklist and connection counts in it,
+	// default Auth (and an Auth of the caller's created without
+	// AuthOptions.Redis, see Auth) keeps its limits, blocklist and
+	// connection counts in it,
 	// and, when Secret is unset, the nodes agree through it on the secret
 	// that signs resume tokens. The caller owns the client and closes it
 	// after Close. default: nil (all state in this process)
@@ -37,7 +39,13 @@ type Options struct {
 	Storage Storage
 	// Auth holds the limits and access rules. default: NewAuth with Redis
 	// (when set) and otherwise default options, owned and closed by the
-	// Server.
+	// Server. An Auth of the caller's stays the caller's to close. When
+	// Redis is set and the Auth was created without AuthOptions.Redis,
+	// Register moves its state to Redis (under RedisPrefix), so that it is
+	// shared with the other nodes like the default Auth's: blocklist
+	// entries made before are written there, and Register fails if the
+	// Auth already holds connections. An Auth created with
+	// AuthOptions.Redis keeps its own.
 	Auth *Auth
 	// KnowledgeBase, when set, provides the default Answerer and Suggester.
 	KnowledgeBase *KnowledgeBase
@@ -107,6 +115,10 @@ type Options struct {
 	// secretRefresh is how often a secret shared through Redis is re-read.
 	// default: defaultSecretRefresh (tests shorten it)
 	secretRefresh time.Duration
+	// leaseRenewal is how often an Auth in Redis that Register creates or
+	// moves there renews its connection leases. default: LeaseTTL/3
+	// (tests shorten it)
+	leaseRenewal time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -237,12 +249,21 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	}
 
 	s.auth = opts.Auth
-	if s.auth == nil {
-		a, err := NewAuth(AuthOptions{Logger: opts.Logger, Redis: opts.Redis, RedisPrefix: opts.RedisPrefix})
+	switch {
+	case s.auth == nil:
+		a, err := newAuth(AuthOptions{Logger: opts.Logger, Redis: opts.Redis, RedisPrefix: opts.RedisPrefix},
+			authConfig{renewEvery: opts.leaseRenewal})
 		if err != nil {
 			return fail(err)
 		}
 		s.auth, s.ownAuth = a, true
+	case opts.Redis != nil:
+		ctx, cancel := context.WithTimeout(context.Background(), opts.StorageTimeout)
+		err := s.auth.bindRedis(ctx, opts.Redis, opts.RedisPrefix, opts.leaseRenewal)
+		cancel()
+		if err != nil {
+			return fail(err)
+		}
 	}
 	s.storage = opts.Storage
 	switch {

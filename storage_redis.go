@@ -28,7 +28,10 @@ const (
 	redisSweepMaxBatches = 100
 )
 
-// The scripts share the prelude of redis/storage_lib.lua.
+// The task and session scripts share the prelude of redis/storage_lib.lua.
+// Every script names all its keys, and they share one hash slot, so that a
+// Cluster (and a Ring, which routes by the same hash tags) runs it whatever
+// client the storage is given.
 var (
 	//go:embed redis/storage_lib.lua
 	redisLuaLib string
@@ -42,12 +45,18 @@ var (
 	redisLuaClearHistory string
 	//go:embed redis/storage_touch_session.lua
 	redisLuaTouchSession string
+	//go:embed redis/storage_claim_id.lua
+	redisLuaClaimID string
+	//go:embed redis/storage_unclaim_id.lua
+	redisLuaUnclaimID string
 
 	redisCreateTask   = redis.NewScript(redisLuaLib + redisLuaCreateTask)
 	redisUpdateTask   = redis.NewScript(redisLuaLib + redisLuaUpdateTask)
 	redisHistory      = redis.NewScript(redisLuaLib + redisLuaHistory)
 	redisClearHistory = redis.NewScript(redisLuaLib + redisLuaClearHistory)
 	redisTouchSession = redis.NewScript(redisLuaLib + redisLuaTouchSession)
+	redisClaimID      = redis.NewScript(redisLuaClaimID)
+	redisUnclaimID    = redis.NewScript(redisLuaUnclaimID)
 )
 
 // A stored task or session is a string of fields, each <length>:<bytes>,
@@ -83,14 +92,17 @@ type RedisStorageOptions struct {
 }
 
 // RedisStorage is a Storage kept in Redis, shared by every process that
-// uses the same Redis and Prefix. It works with a single server, Sentinel
-// (a failover client) and Cluster.
+// uses the same Redis and Prefix. It works with any redis.UniversalClient,
+// whatever its concrete type: a single server, Sentinel (a failover
+// client), Cluster, Ring, or a client wrapping one of them. Its key layout
+// does not depend on the client: no command names keys of two hash slots.
 //
 // Concurrency: all methods may be called concurrently, from any number of
 // goroutines and processes. Each method is one round trip to Redis (one
-// command or one Lua script; the first run of a script on a server also
-// loads it) and each write is atomic: a call abandoned
-// because ctx ended is applied whole or not at all. A method whose ctx is
+// command, one Lua script or one pipeline; the first run of a script on a
+// server also loads it), except CreateTask, which first claims the task id
+// (see below), and each write is atomic: a call abandoned because ctx ended
+// is applied whole or not at all. A method whose ctx is
 // already done returns an error wrapping ctx.Err() without calling Redis;
 // a failed call returns an error wrapping ErrUnavailable (and ctx.Err()
 // when ctx ended meanwhile).
@@ -109,12 +121,15 @@ type RedisStorageOptions struct {
 // and the tasks each node holds <prefix>node:{<node>}:t, listed in
 // <prefix>nodes.
 //
-// Task ids are unique across owners when the client is a *redis.Client
-// (single server or Sentinel): CreateTask then also keeps <prefix>id:<id>.
-// A Cluster cannot check keys of two slots in one step, so there ids are
-// only unique per owner; ids generated at random, as the Server does,
-// never collide anyway. The open-task limit of CreateTask counts a
-// session's unfinished tasks under the task's owner.
+// Task ids are unique across owners: CreateTask first claims the id in
+// <prefix>id:<id> (a string holding the owner, in a slot of its own), then
+// stores the task with one script in the owner's slot; a claim whose task
+// was refused (too many open tasks) is given back. A claim lives as long as
+// its task would (UpdateTask restarts both): the id of a task that was
+// trimmed or cleared stays its owner's until then, and a CreateTask
+// abandoned between the two steps leaves only the claim. The open-task
+// limit of CreateTask counts a session's unfinished tasks under the task's
+// owner.
 //
 // Close stops the sweeper; it does not close the client, which the caller
 // owns.
@@ -122,9 +137,6 @@ type RedisStorage struct {
 	client redis.UniversalClient
 	opts   StorageOptions
 	prefix string
-	// idPrefix starts the keys that keep task ids unique across owners;
-	// empty when the client cannot reach them atomically (Cluster).
-	idPrefix string
 	// Script arguments, computed once.
 	historyTTL string
 	sessionTTL string
@@ -163,9 +175,6 @@ func NewRedisStorage(client redis.UniversalClient, opts RedisStorageOptions) *Re
 		sessionTTL: strconv.FormatInt(max(so.SessionTTL.Milliseconds(), 1), 10),
 		maxHistory: strconv.Itoa(so.MaxHistory),
 		done:       make(chan struct{}),
-	}
-	if _, single := client.(*redis.Client); single {
-		s.idPrefix = opts.Prefix + "id:"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -256,20 +265,50 @@ func (s *RedisStorage) CreateTask(ctx context.Context, t Task, maxOpen int) erro
 		return err
 	}
 	t.Status = TaskPending
+	idKey := s.idKey(t.ID)
+	claim, err := redisClaimID.Run(ctx, s.client, []string{idKey}, t.Owner, s.historyTTL).Int()
+	if err != nil {
+		return s.fail(ctx, "create task", err)
+	}
+	if claim == 0 {
+		return fmt.Errorf("socketio: create task %q: task id already exists", t.ID)
+	}
 	p := s.ownerPrefix(t.Owner)
 	keys := []string{p + "t:" + t.ID, p + "h", p + "o:" + t.SessionID}
 	n, err := redisCreateTask.Run(ctx, s.client, keys,
-		p, s.historyTTL, s.maxHistory, maxOpen, s.idPrefix, t.ID, redisEncodeTask(t)).Int()
+		p, s.historyTTL, s.maxHistory, maxOpen, t.ID, redisEncodeTask(t)).Int()
 	if err != nil {
+		// A server's error reply means the script wrote nothing (it checks
+		// before it writes); after any other failure it may have run, and
+		// the claim stays, reserving the id for this owner (a retry
+		// succeeds) until it expires.
+		var rerr redis.Error
+		if claim == 1 && errors.As(err, &rerr) {
+			s.unclaim(ctx, idKey, t.Owner)
+		}
 		return s.fail(ctx, "create task", err)
 	}
 	switch n {
 	case 1:
 		return nil
 	case 0:
+		if claim == 1 {
+			s.unclaim(ctx, idKey, t.Owner)
+		}
 		return ErrTooManyTasks
 	}
+	// The owner has another task under this id (its claim had been lost):
+	// the claim, renewed, is that task's.
 	return fmt.Errorf("socketio: create task %q: task id already exists", t.ID)
+}
+
+// unclaim gives back an id claimed for a task that was not stored, best
+// effort (a claim left behind reserves the id for its owner until it
+// expires), within redisCleanupTimeout even when ctx has ended.
+func (s *RedisStorage) unclaim(ctx context.Context, idKey, owner string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), redisCleanupTimeout)
+	defer cancel()
+	_ = redisUnclaimID.Run(ctx, s.client, []string{idKey}, owner).Err()
 }
 
 // Task returns the owner's task with the given id, or ErrNotFound.
@@ -303,10 +342,20 @@ func (s *RedisStorage) UpdateTask(ctx context.Context, owner, id string, u TaskU
 		u.At = time.Now()
 	}
 	p := s.ownerPrefix(owner)
-	res, err := redisUpdateTask.Run(ctx, s.client, []string{p + "t:" + id, p + "h"},
-		p, s.historyTTL, s.maxHistory, s.idPrefix, owner, id,
-		string(u.Status), redisFormatTime(u.At), u.Answer, redisEncodeSources(u.Sources), redisEncodeError(u.Error),
-	).Slice()
+	keys := []string{p + "t:" + id, p + "h"}
+	args := []any{p, s.historyTTL, s.maxHistory, owner, id,
+		string(u.Status), redisFormatTime(u.At), u.Answer, redisEncodeSources(u.Sources), redisEncodeError(u.Error)}
+	// The id's claim (in another slot) lives as long as the task: it is
+	// restarted in the same pipeline. When the task is not this owner's or
+	// not changed, that only keeps a live id reserved a little longer.
+	pipe := s.client.Pipeline()
+	cmd := redisUpdateTask.EvalSha(ctx, pipe, keys, args...)
+	pipe.PExpire(ctx, s.idKey(id), s.opts.HistoryTTL)
+	_, _ = pipe.Exec(ctx) // each command's error is in it
+	if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		cmd = redisUpdateTask.Eval(ctx, s.client, keys, args...)
+	}
+	res, err := cmd.Slice()
 	if err != nil {
 		return Task{}, false, s.fail(ctx, "update task", err)
 	}
@@ -420,7 +469,7 @@ func (s *RedisStorage) ClearHistory(ctx context.Context, owner string) (int, err
 		return 0, err
 	}
 	p := s.ownerPrefix(owner)
-	n, err := redisClearHistory.Run(ctx, s.client, []string{p + "h"}, p, owner, s.idPrefix).Int()
+	n, err := redisClearHistory.Run(ctx, s.client, []string{p + "h"}, p, owner).Int()
 	if err != nil {
 		return 0, s.fail(ctx, "clear history", err)
 	}
@@ -530,6 +579,7 @@ func (s *RedisStorage) fail(ctx context.Context, op string, err error) error {
 
 func (s *RedisStorage) sessionKey(id string) string { return s.prefix + "sess:{" + id + "}" }
 func (s *RedisStorage) popularKey() string          { return s.prefix + "pop" }
+func (s *RedisStorage) idKey(id string) string      { return s.prefix + "id:" + id }
 
 // ownerPrefix starts the keys of an owner's data: the prefix and the
 // owner's hash tag, {h}, where h is the first 96 bits of the owner's

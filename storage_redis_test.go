@@ -3,6 +3,7 @@ package socketio_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	socketio "github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/internal/redistest"
 	"github.com/qaplatform/socketio/storagetest"
 )
 
@@ -106,43 +108,10 @@ func newTestRedisStorage(tb testing.TB, client redis.UniversalClient, opts socke
 }
 
 // deleteRedisPrefix deletes every key that starts with prefix (which holds
-// no glob characters), one DEL per key so that a Cluster accepts them.
+// no glob characters), on every node of client.
 func deleteRedisPrefix(tb testing.TB, client redis.UniversalClient, prefix string) {
 	tb.Helper()
-	ctx := context.Background()
-	keys, err := scanRedisKeys(ctx, client, prefix)
-	if err == nil && len(keys) > 0 {
-		_, err = client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for _, k := range keys {
-				pipe.Del(ctx, k)
-			}
-			return nil
-		})
-	}
-	if err != nil {
-		tb.Errorf("cleaning up %s*: %v", prefix, err)
-	}
-}
-
-// scanRedisKeys returns the keys that start with prefix, from every master
-// of a Cluster.
-func scanRedisKeys(ctx context.Context, client redis.UniversalClient, prefix string) ([]string, error) {
-	var mu sync.Mutex
-	var all []string
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			mu.Lock()
-			all = append(all, iter.Val())
-			mu.Unlock()
-		}
-		return iter.Err()
-	}
-	if cc, ok := client.(*redis.ClusterClient); ok {
-		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-		return all, err
-	}
-	return all, scan(ctx, client)
+	redistest.DeletePrefix(tb, client, prefix)
 }
 
 // countingHook counts the round trips of a client: one per command and one
@@ -186,27 +155,7 @@ func TestRedisStorageConformanceReal(t *testing.T) {
 	})
 }
 
-// redisSlot is the Redis Cluster slot of key: CRC16 (XMODEM) of its hash
-// tag, or of the whole key when it has none, modulo 16384.
-func redisSlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc) % 16384
-}
+var redisSlot = redistest.Slot
 
 func TestRedisSlot(t *testing.T) {
 	// Examples from the Redis Cluster specification and redis-cli.
@@ -291,79 +240,6 @@ func TestRedisStorageOwnerKeysShareSlot(t *testing.T) {
 	}
 }
 
-// slotCheckHook fails the test when a command names keys of two slots. It
-// reads the keys of EVAL/EVALSHA from their numkeys argument and takes
-// every argument after the command name as a key for the other commands it
-// knows to take only keys.
-type slotCheckHook struct {
-	t        *testing.T
-	mu       sync.Mutex
-	commands map[string]int
-}
-
-func (h *slotCheckHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *slotCheckHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.check(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *slotCheckHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, cmd := range cmds {
-			h.check(cmd)
-		}
-		return next(ctx, cmds)
-	}
-}
-
-func (h *slotCheckHook) check(cmd redis.Cmder) {
-	args := cmd.Args()
-	name := strings.ToLower(cmd.Name())
-	var keys []string
-	switch name {
-	case "eval", "evalsha", "eval_ro", "evalsha_ro":
-		n, _ := strconv.Atoi(toString(args[2]))
-		for _, k := range args[3 : 3+n] {
-			keys = append(keys, toString(k))
-		}
-	case "del", "exists":
-		for _, k := range args[1:] {
-			keys = append(keys, toString(k))
-		}
-	default:
-		if len(args) > 1 {
-			keys = append(keys, toString(args[1]))
-		}
-	}
-	h.mu.Lock()
-	if h.commands == nil {
-		h.commands = make(map[string]int)
-	}
-	h.commands[name]++
-	h.mu.Unlock()
-	for _, k := range keys {
-		if redisSlot(k) != redisSlot(keys[0]) {
-			h.t.Errorf("%s names keys of two slots: %q", name, keys)
-			return
-		}
-	}
-}
-
-func toString(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case int:
-		return strconv.Itoa(v)
-	case int64:
-		return strconv.FormatInt(v, 10)
-	}
-	return ""
-}
-
 // TestRedisStorageCluster runs every operation through a ClusterClient
 // (miniredis answers CLUSTER SLOTS as a one-node cluster) and checks that
 // no command names keys of two slots.
@@ -371,7 +247,7 @@ func TestRedisStorageCluster(t *testing.T) {
 	mr := newMiniredis(t)
 	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{mr.Addr()}})
 	t.Cleanup(func() { _ = client.Close() })
-	hook := &slotCheckHook{t: t}
+	hook := &redistest.SlotCheckHook{T: t}
 	client.AddHook(hook)
 	s := newTestRedisStorage(t, client, socketio.RedisStorageOptions{StorageOptions: socketio.StorageOptions{MaxHistory: 3}})
 	ctx := t.Context()
@@ -386,17 +262,18 @@ func TestRedisStorageCluster(t *testing.T) {
 	require.NoError(t, err)
 	exerciseOwner(t, s, "u:{cluster}")
 
-	// Without a cross-slot id index, ids are unique per owner.
+	// Ids are unique across owners: the claim lives in a slot of its own.
 	task := socketio.Task{ID: "dup", SessionID: "s", Owner: "u:1", Question: "first", AskedAt: time.Now()}
 	require.NoError(t, s.CreateTask(ctx, task, 0))
 	second := task
 	second.Question = "second"
 	require.Error(t, s.CreateTask(ctx, second, 0))
+	second.Owner = "u:2"
+	require.Error(t, s.CreateTask(ctx, second, 0))
 	require.NoError(t, s.DeleteSession(ctx, sess.ID))
 
-	hook.mu.Lock()
-	defer hook.mu.Unlock()
-	assert.Positive(t, hook.commands["evalsha"]+hook.commands["eval"], "commands seen: %v", hook.commands)
+	cmds := hook.Commands()
+	assert.Positive(t, cmds["evalsha"]+cmds["eval"], "commands seen: %v", cmds)
 }
 
 // TestRedisStorageCreateTaskWritesAllOrNothing checks that a CreateTask that
@@ -599,6 +476,9 @@ func redisOps(s socketio.Storage, owner, sessID string, taskIDs func() string) [
 	}
 }
 
+// TestRedisStorageOneRoundTripPerOperation pins the round trips of each
+// operation: one, except CreateTask, which claims the task id (in a slot
+// of its own) before storing the task (in its owner's).
 func TestRedisStorageOneRoundTripPerOperation(t *testing.T) {
 	backends := []struct {
 		name   string
@@ -627,9 +507,13 @@ func TestRedisStorageOneRoundTripPerOperation(t *testing.T) {
 			}
 			for _, op := range ops {
 				t.Run(op.name, func(t *testing.T) {
+					want := int64(1)
+					if op.name == "CreateTask" {
+						want = 2
+					}
 					before := hook.n.Load()
 					require.NoError(t, op.call(ctx))
-					assert.Equal(t, int64(1), hook.n.Load()-before, "round trips")
+					assert.Equal(t, want, hook.n.Load()-before, "round trips")
 				})
 			}
 		})
@@ -721,8 +605,8 @@ func (h *sweepWatchHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if strings.EqualFold(cmd.Name(), "zremrangebyrank") {
 			args := cmd.Args()
-			start, _ := strconv.ParseInt(toString(args[2]), 10, 64)
-			stop, _ := strconv.ParseInt(toString(args[3]), 10, 64)
+			start, _ := strconv.ParseInt(fmt.Sprint(args[2]), 10, 64)
+			stop, _ := strconv.ParseInt(fmt.Sprint(args[3]), 10, 64)
 			h.mu.Lock()
 			h.ranges = append(h.ranges, [2]int64{start, stop})
 			h.mu.Unlock()
@@ -837,4 +721,40 @@ func spawn(wg *sync.WaitGroup, f func()) {
 		defer wg.Done()
 		f()
 	}()
+}
+
+// TestRedisStorageTopologies runs the conformance suite through every kind
+// of client a deployment may hand the storage: a Ring of two shards, a
+// wrapped client of one server, a wrapped ClusterClient (types the storage
+// cannot recognise), a real Redis Cluster and a Sentinel failover client
+// (when testdata/redis-topologies/run.sh provides them). No command may
+// name keys of two slots, whatever the client.
+func TestRedisStorageTopologies(t *testing.T) {
+	tests := []struct {
+		name   string
+		client func(t *testing.T) redis.UniversalClient
+	}{
+		{"ring", func(t *testing.T) redis.UniversalClient {
+			return redistest.NewRing(t, newMiniredis(t).Addr(), newMiniredis(t).Addr())
+		}},
+		{"wrapped client", func(t *testing.T) redis.UniversalClient {
+			return redistest.Wrapped{UniversalClient: newRedisClient(t, &redis.Options{Addr: newMiniredis(t).Addr()})}
+		}},
+		{"wrapped cluster client", func(t *testing.T) redis.UniversalClient {
+			c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{newMiniredis(t).Addr()}})
+			t.Cleanup(func() { _ = c.Close() })
+			return redistest.Wrapped{UniversalClient: c}
+		}},
+		{"cluster", func(t *testing.T) redis.UniversalClient { return redistest.NewCluster(t) }},
+		{"sentinel", func(t *testing.T) redis.UniversalClient { return redistest.NewSentinel(t) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			storagetest.Run(t, func(t *testing.T, opts socketio.StorageOptions) socketio.Storage {
+				client := tt.client(t)
+				client.AddHook(&redistest.SlotCheckHook{T: t})
+				return newTestRedisStorage(t, client, socketio.RedisStorageOptions{StorageOptions: opts})
+			})
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio"
 	"github.com/qaplatform/socketio/internal/sioclient"
@@ -199,4 +201,138 @@ func TestRedisDownFailOpenConnects(t *testing.T) {
 	assert.Equal(t, false, hello["resumed"])
 	assert.Equal(t, "unavailable", errCode(t, call(t, c, "get_history")))
 	okReply(t, "join", call(t, c, "join_room", "lobby"))
+}
+
+// TestRedisUserAuthSharesRedis: an Auth the user built without
+// AuthOptions.Redis, handed to Register with Options.Redis, keeps its
+// state in that Redis, so that two nodes enforce one blocklist and one
+// connection limit.
+func TestRedisUserAuthSharesRedis(t *testing.T) {
+	for name, backend := range redisBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			r := backend(t)
+			newAuth := func() *socketio.Auth {
+				a, err := socketio.NewAuth(socketio.AuthOptions{
+					MaxConnectionsPerIP: 2, TrustedProxies: []string{"127.0.0.0/8"}, BlocklistCacheTTL: 10 * time.Millisecond,
+				})
+				require.NoError(t, err)
+				t.Cleanup(func() { a.Close() })
+				return a
+			}
+			authA, authB := newAuth(), newAuth()
+			a := r.node(t, socketio.Options{Auth: authA})
+			b := r.node(t, socketio.Options{Auth: authB})
+			assert.NotNil(t, authA.Options().Redis, "bound to Options.Redis")
+			assert.Equal(t, r.prefix, authB.Options().RedisPrefix)
+
+			require.NoError(t, authA.BlockIP(context.Background(), "203.0.113.9", "abuse", 0))
+			reason, blocked, err := authB.BlockedReason(context.Background(), "203.0.113.9")
+			require.NoError(t, err)
+			assert.True(t, blocked, "a block made on A is seen by B")
+			assert.Equal(t, "abuse", reason)
+			_, err = b.dialErr(t, sioclient.TransportWebsocket, withHeader("X-Forwarded-For", "203.0.113.9"))
+			requireConnectError(t, err, "ip_blocked")
+
+			// One connection limit (2) over both nodes.
+			a.dial(t, sioclient.TransportWebsocket, withHeader("X-Forwarded-For", "198.51.100.8"))
+			b.dial(t, sioclient.TransportWebsocket, withHeader("X-Forwarded-For", "198.51.100.8"))
+			_, err = a.dialErr(t, sioclient.TransportWebsocket, withHeader("X-Forwarded-For", "198.51.100.8"))
+			requireConnectError(t, err, "too_many_connections")
+		})
+	}
+}
+
+// TestRedisUserAuthMovedToRedis: what Register does with an Auth of the
+// caller's when Options.Redis is set.
+func TestRedisUserAuthMovedToRedis(t *testing.T) {
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	register := func(t *testing.T, opts socketio.Options) (*socketio.Server, error) {
+		sio := socket.NewServer(nil, nil)
+		t.Cleanup(func() { sio.Close(nil) })
+		qa, err := socketio.Register(sio, opts)
+		if err == nil {
+			t.Cleanup(func() { require.NoError(t, qa.Close(ctx)) })
+		}
+		return qa, err
+	}
+
+	t.Run("blocks made before Register move to Redis", func(t *testing.T) {
+		rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+		t.Cleanup(func() { rdb.Close() })
+		auth, err := socketio.NewAuth(socketio.AuthOptions{Logger: quiet})
+		require.NoError(t, err)
+		t.Cleanup(func() { auth.Close() })
+		require.NoError(t, auth.BlockIP(ctx, "192.0.2.0/24", "early", time.Hour))
+		_, err = register(t, socketio.Options{Redis: rdb, Auth: auth, Logger: quiet})
+		require.NoError(t, err)
+
+		other, err := socketio.NewAuth(socketio.AuthOptions{Redis: rdb, Logger: quiet})
+		require.NoError(t, err)
+		t.Cleanup(func() { other.Close() })
+		reason, blocked, err := other.BlockedReason(ctx, "192.0.2.4")
+		require.NoError(t, err)
+		assert.True(t, blocked)
+		assert.Equal(t, "early", reason)
+	})
+
+	t.Run("an Auth holding connections is refused", func(t *testing.T) {
+		rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+		t.Cleanup(func() { rdb.Close() })
+		auth, err := socketio.NewAuth(socketio.AuthOptions{Logger: quiet})
+		require.NoError(t, err)
+		t.Cleanup(func() { auth.Close() })
+		_, err = auth.CheckConnect(ctx, "s1", "192.0.2.1", "")
+		require.NoError(t, err)
+		_, err = register(t, socketio.Options{Redis: rdb, Auth: auth, Logger: quiet})
+		require.ErrorContains(t, err, "holds open connections")
+		assert.Nil(t, auth.Options().Redis, "left in memory")
+	})
+
+	t.Run("a closed Auth is refused", func(t *testing.T) {
+		rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+		t.Cleanup(func() { rdb.Close() })
+		auth, err := socketio.NewAuth(socketio.AuthOptions{Logger: quiet})
+		require.NoError(t, err)
+		require.NoError(t, auth.Close())
+		_, err = register(t, socketio.Options{Redis: rdb, Auth: auth, Logger: quiet})
+		require.ErrorContains(t, err, "closed")
+	})
+
+	t.Run("an Auth with its own Redis keeps it", func(t *testing.T) {
+		own := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+		t.Cleanup(func() { own.Close() })
+		rdb := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+		t.Cleanup(func() { rdb.Close() })
+		auth, err := socketio.NewAuth(socketio.AuthOptions{Redis: own, RedisPrefix: "mine:", Logger: quiet})
+		require.NoError(t, err)
+		t.Cleanup(func() { auth.Close() })
+		_, err = register(t, socketio.Options{Redis: rdb, Auth: auth, Logger: quiet})
+		require.NoError(t, err)
+		assert.Same(t, own, auth.Options().Redis)
+		assert.Equal(t, "mine:", auth.Options().RedisPrefix)
+	})
+}
+
+// TestRedisLeasesAfterEmptyRestart: Redis restarts empty while a node has
+// connections open; its lease renewal writes their slots back, so a
+// connection beyond MaxConnectionsPerIP is refused again.
+func TestRedisLeasesAfterEmptyRestart(t *testing.T) {
+	mr := miniredis.RunT(t)
+	r := &sharedRedis{mr: mr, opts: &redis.Options{Addr: mr.Addr()}, prefix: "qa:"}
+	ts := r.node(t, socketio.WithLeaseRenewal(socketio.Options{}, 10*time.Millisecond))
+	limit := ts.QA.Auth().Options().MaxConnectionsPerIP
+	for range limit {
+		ts.dial(t, sioclient.TransportWebsocket)
+	}
+	_, err := ts.dialErr(t, sioclient.TransportWebsocket)
+	requireConnectError(t, err, "too_many_connections")
+
+	mr.FlushAll()
+	require.Eventually(t, func() bool {
+		st, err := ts.QA.Auth().ConnectionStats(context.Background())
+		return err == nil && st.Total == limit
+	}, 5*time.Second, 10*time.Millisecond, "the renewal writes the open connections' slots back")
+	_, err = ts.dialErr(t, sioclient.TransportWebsocket)
+	requireConnectError(t, err, "too_many_connections")
 }

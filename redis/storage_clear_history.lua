@@ -1,13 +1,12 @@
 -- ClearHistory: deletes an owner's finished tasks; unfinished ones stay.
 --
 -- KEYS[1] the owner's history.
--- ARGV[1] the owner's key prefix, ARGV[2] the owner, ARGV[3] the prefix of
--- id keys ('' when unused).
+-- ARGV[1] the owner's key prefix, ARGV[2] the owner.
 --
 -- Returns how many finished tasks it deleted. Ids whose task has expired
 -- are dropped too, without counting.
 local hist = KEYS[1]
-local P, owner, idp = ARGV[1], ARGV[2], ARGV[3]
+local P, owner = ARGV[1], ARGV[2]
 
 local ids = redis.call('ZRANGE', hist, 0, -1)
 local deleted, drop, del = 0, {}, {}
@@ -21,9 +20,6 @@ for i = 1, #ids, 256 do
       drop[#drop + 1] = id
     elseif t and t[I_OWN] == owner and finished(t[I_ST]) then
       del[#del + 1] = keys[j]
-      if idp ~= '' then
-        del[#del + 1] = idp .. id
-      end
       drop[#drop + 1] = id
       deleted = deleted + 1
     end

@@ -5,9 +5,10 @@
 -- scored by creation order), KEYS[3] the ids of the unfinished tasks of the
 -- task's session (a set).
 -- ARGV[1] the owner's key prefix, ARGV[2] the TTL in ms, ARGV[3]
--- MaxHistory, ARGV[4] the open task limit (<= 0: none), ARGV[5] the prefix
--- of the id keys that keep ids unique across owners ('' when unused),
--- ARGV[6] the task id, ARGV[7] the encoded task.
+-- MaxHistory, ARGV[4] the open task limit (<= 0: none), ARGV[5] the task
+-- id, ARGV[6] the encoded task. (That no other owner has the id was made
+-- sure of before, by redis/storage_claim_id.lua: its key lives in another
+-- slot.)
 --
 -- Returns 1 when stored (or already stored by this same call, retried after
 -- a lost reply), 0 when the session has too many open tasks, -1 when the id
@@ -15,15 +16,9 @@
 -- or failed call writes nothing.
 local task, hist, open = KEYS[1], KEYS[2], KEYS[3]
 local P, ttl, max_history, max_open = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local idp, id, blob = ARGV[5], ARGV[6], ARGV[7]
+local id, blob = ARGV[5], ARGV[6]
 
-local taken
-if idp ~= '' then
-  taken = redis.call('EXISTS', task, idp .. id) > 0
-else
-  taken = redis.call('EXISTS', task) > 0
-end
-if taken then
+if redis.call('EXISTS', task) > 0 then
   local old = redis.call('GET', task)
   if old then
     local a, b = decode(old, N), decode(blob, N)
@@ -72,8 +67,5 @@ each('SREM', open, stale)
 redis.call('ZADD', hist, score, id)
 redis.call('PEXPIRE', hist, ttl)
 redis.call('SET', task, blob, 'PX', ttl)
-if idp ~= '' then
-  redis.call('SET', idp .. id, '1', 'PX', ttl)
-end
-trim(hist, P, max_history, idp)
+trim(hist, P, max_history)
 return 1

@@ -77,12 +77,11 @@ local function task_keys(P, ids)
 end
 
 -- trim walks the history hist from its oldest id while it holds more than
--- max ids, and drops each id whose task has expired, deleting the task (and
--- its id key, under idp, when idp is not empty) when it has finished.
--- Unfinished tasks are never dropped. It looks at no more than 1024 ids, so
--- that an owner with many old unfinished tasks costs bounded work per write;
--- the next writes then continue the trimming.
-local function trim(hist, P, max, idp)
+-- max ids, and drops each id whose task has expired, deleting the task
+-- when it has finished. Unfinished tasks are never dropped. It looks at no
+-- more than 1024 ids, so that an owner with many old unfinished tasks costs
+-- bounded work per write; the next writes then continue the trimming.
+local function trim(hist, P, max)
   local excess = redis.call('ZCARD', hist) - max
   local start, seen = 0, 0
   while excess > 0 and seen < 1024 do
@@ -99,9 +98,6 @@ local function trim(hist, P, max, idp)
       if not vals[i] or (t and finished(t[I_ST])) then
         if vals[i] then
           del[#del + 1] = keys[i]
-          if idp ~= '' then
-            del[#del + 1] = idp .. id
-          end
         end
         drop[#drop + 1] = id
         excess = excess - 1

@@ -3,17 +3,16 @@
 --
 -- KEYS[1] the task, KEYS[2] the owner's history.
 -- ARGV[1] the owner's key prefix, ARGV[2] the TTL in ms, ARGV[3]
--- MaxHistory, ARGV[4] the prefix of id keys ('' when unused), ARGV[5] the
--- owner, ARGV[6] the task id, ARGV[7] the new status, ARGV[8] when (ms),
--- and for a final status ARGV[9] the answer, ARGV[10] the sources,
--- ARGV[11] the error (encoded).
+-- MaxHistory, ARGV[4] the owner, ARGV[5] the task id, ARGV[6] the new
+-- status, ARGV[7] when (ms), and for a final status ARGV[8] the answer,
+-- ARGV[9] the sources, ARGV[10] the error (encoded).
 --
 -- Returns {-1} for an unknown task (or another owner's), {0, task} when the
 -- transition is not allowed, {1, task} when it was applied; task is the
 -- encoded task after the call.
 local task, hist = KEYS[1], KEYS[2]
-local P, ttl, max_history, idp, owner = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local id, to, at = ARGV[6], ARGV[7], ARGV[8]
+local P, ttl, max_history, owner = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local id, to, at = ARGV[5], ARGV[6], ARGV[7]
 
 local raw = redis.call('GET', task)
 if not raw then
@@ -33,19 +32,16 @@ end
 t[I_ST], t[I_UP] = to, at
 local done = finished(to)
 if done then
-  t[I_FIN], t[I_ANS], t[I_SRC], t[I_ERR] = at, ARGV[9], ARGV[10], ARGV[11]
+  t[I_FIN], t[I_ANS], t[I_SRC], t[I_ERR] = at, ARGV[8], ARGV[9], ARGV[10]
 end
 local blob = encode(t, I_ERR) .. rest
 redis.call('SET', task, blob, 'PX', ttl)
 -- The history and the open set outlive every task they list.
 redis.call('PEXPIRE', hist, ttl)
-if idp ~= '' then
-  redis.call('PEXPIRE', idp .. id, ttl)
-end
 local open = P .. 'o:' .. t[I_SID]
 if done then
   redis.call('SREM', open, id)
-  trim(hist, P, max_history, idp)
+  trim(hist, P, max_history)
 else
   redis.call('PEXPIRE', open, ttl)
 end

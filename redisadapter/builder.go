@@ -13,6 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/zishang520/socket.io/v2/socket"
+
+	"github.com/qaplatform/socketio/internal/redistopo"
 )
 
 var _ socket.AdapterConstructor = (*Builder)(nil)
@@ -53,8 +55,11 @@ type route struct {
 }
 
 // New returns the adapter constructor for a v2 server whose nodes share
-// the Redis behind client. It panics when client is nil or opts are
-// invalid. Nothing is read from Redis until the server creates its first
+// the Redis behind client: one server, a failover client (Sentinel), a
+// Cluster, or a client wrapping one of them (a wrapped Cluster client
+// should keep the ForEachShard method, which counts the subscribers on
+// every node). It panics when client is nil or a *redis.Ring, whose
+// pub/sub is per shard, or when opts are invalid. Nothing is read from Redis until the server creates its first
 // namespace.
 //
 //	opts := socket.DefaultServerOptions()
@@ -63,6 +68,10 @@ type route struct {
 func New(client redis.UniversalClient, opts Options) *Builder {
 	if client == nil {
 		panic("redisadapter: nil client")
+	}
+	if _, ok := client.(*redis.Ring); ok {
+		panic("redisadapter: a *redis.Ring cannot hold one subscription to every channel (it subscribes on one shard per call); " +
+			"use a client of one server, Sentinel or Cluster")
 	}
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
@@ -236,19 +245,16 @@ func (b *Builder) commandContext() (context.Context, context.CancelFunc) {
 }
 
 // numSub returns the number of subscribers of channel, summed over the
-// nodes of a Redis Cluster.
+// nodes a subscriber may be connected to (every node of a Cluster, found
+// by the client's ForEachShard method, whatever its type).
 func (b *Builder) numSub(ctx context.Context, channel string) (int, error) {
-	if cc, ok := b.client.(*redis.ClusterClient); ok {
-		var n atomic.Int64
-		err := cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
-			m, err := c.PubSubNumSub(ctx, channel).Result()
-			n.Add(m[channel])
-			return err
-		})
-		return int(n.Load()), err
-	}
-	m, err := b.client.PubSubNumSub(ctx, channel).Result()
-	return int(m[channel]), err
+	var n atomic.Int64
+	err := redistopo.ForEachNode(ctx, b.client, func(ctx context.Context, c redis.Cmdable) error {
+		m, err := c.PubSubNumSub(ctx, channel).Result()
+		n.Add(m[channel])
+		return err
+	})
+	return int(n.Load()), err
 }
 
 // subscribedNow reports whether this node's subscription is up.

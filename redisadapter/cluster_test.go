@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/qaplatform/socketio/internal/redistest"
 	"github.com/qaplatform/socketio/internal/sioclient"
 	"github.com/qaplatform/socketio/redisadapter"
 	"github.com/redis/go-redis/v9"
@@ -533,4 +535,50 @@ func killClients(t *testing.T, rdb *redis.Client, name string) int {
 		}
 	}
 	return killed
+}
+
+// TestTopologies runs nodes on clients other than a plain *redis.Client:
+// one hiding its type, a Sentinel failover client and a Cluster client
+// (the last two when testdata/redis-topologies/run.sh provides them).
+// Broadcasts reach every node, and requests count every node's answer.
+func TestTopologies(t *testing.T) {
+	tests := []struct {
+		name   string
+		client func(t *testing.T) redis.UniversalClient
+	}{
+		{"wrapped", func(t *testing.T) redis.UniversalClient {
+			mr := miniredis.RunT(t)
+			c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+			t.Cleanup(func() { _ = c.Close() })
+			return redistest.Wrapped{UniversalClient: c}
+		}},
+		{"sentinel", func(t *testing.T) redis.UniversalClient { return redistest.NewSentinel(t) }},
+		{"cluster", func(t *testing.T) redis.UniversalClient { return redistest.NewCluster(t) }},
+	}
+	for _, tt := range tests {
+		for _, p := range []redisadapter.Protocol{redisadapter.Protocol03, redisadapter.Protocol02} {
+			t.Run(tt.name+"/"+protoName(p), func(t *testing.T) {
+				be := backend{name: tt.name, client: tt.client}
+				if tt.name == "wrapped" {
+					// Every node on the same embedded server.
+					c := tt.client(t)
+					be.client = func(*testing.T) redis.UniversalClient { return c }
+				}
+				cfg := newConfig(t, be, p)
+				n1, n2 := cfg.node(t, "n1"), cfg.node(t, "n2")
+				a, b := n1.dial(t, "a"), n2.dial(t, "b")
+				join(t, a, "r")
+				join(t, b, "r")
+				ready(t, n1, n2)
+
+				require.NoError(t, n1.io.To("r").Emit("hi", 1))
+				assert.Equal(t, []any{float64(1)}, next(t, a, "hi"))
+				assert.Equal(t, []any{float64(1)}, next(t, b, "hi"))
+
+				all, err := redisadapter.FetchSockets(ctxTimeout(t, 5*time.Second), n2.nsp(), "r")
+				require.NoError(t, err)
+				assert.Len(t, all, 2)
+			})
+		}
+	}
 }

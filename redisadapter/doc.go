@@ -33,9 +33,12 @@
 //	// b.Health(ctx) for readiness probes; redisadapter.RoomSize(ctx,
 //	// io.Sockets(), room) for cluster-wide member counts.
 //
-// Use one Builder per server. The stream reader uses a connection of its
-// own (a single-connection copy of a *redis.Client or *redis.ClusterClient;
-// other clients are shared), the subscription another.
+// The client may be one server, a failover client (Sentinel), a Cluster or
+// a client wrapping one of them; not a *redis.Ring, whose pub/sub lives on
+// one shard per subscription. Use one Builder per server. The stream
+// reader uses a connection of its own (a single-connection copy of a
+// *redis.Client or *redis.ClusterClient; other clients are shared), the
+// subscription another.
 //
 // # Protocols and compatible versions
 //

@@ -28,6 +28,9 @@ type backend struct {
 	addr string
 	db   int
 	mr   *miniredis.Miniredis // nil for real Redis
+	// client, when set, opens each node's client instead of addr (a
+	// deployment other than one server), closed when the test ends.
+	client func(t *testing.T) redis.UniversalClient
 }
 
 // backends returns miniredis, and real Redis when REDIS_URL is set.
@@ -122,7 +125,10 @@ func newConfig(t *testing.T, be backend, p redisadapter.Protocol) *clusterConfig
 		HealthCheckInterval: 200 * time.Millisecond,
 		BlockTime:           time.Second,
 	}
-	if be.mr == nil {
+	if be.client != nil {
+		c := be.client(t)
+		t.Cleanup(func() { c.Del(context.Background(), o.StreamName) })
+	} else if be.mr == nil {
 		t.Cleanup(func() {
 			c := redis.NewClient(&redis.Options{Addr: be.addr, DB: be.db})
 			defer c.Close()
@@ -139,7 +145,7 @@ type node struct {
 	io   *socket.Server
 	hs   *httptest.Server
 	b    *redisadapter.Builder
-	rdb  *redis.Client
+	rdb  *redis.Client // nil when the backend opens its own clients
 
 	mu      sync.Mutex
 	emits   []any // server-side emits received
@@ -162,12 +168,18 @@ func (c *clusterConfig) node(t *testing.T, name string, options ...nodeOption) *
 		o(&setup)
 	}
 	n := &node{t: t, name: name}
-	n.rdb = newClient(t, c.be, c.names+"-"+name, setup.addr)
+	var client redis.UniversalClient
+	if c.be.client != nil {
+		client = c.be.client(t)
+	} else {
+		n.rdb = newClient(t, c.be, c.names+"-"+name, setup.addr)
+		client = n.rdb
+	}
 	o := c.opts
 	if setup.opts != nil {
 		setup.opts(&o)
 	}
-	n.b = redisadapter.New(n.rdb, o)
+	n.b = redisadapter.New(client, o)
 	opts := socket.DefaultServerOptions()
 	opts.SetAdapter(n.b)
 	n.io = socket.NewServer(nil, opts)

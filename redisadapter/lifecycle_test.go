@@ -2,10 +2,13 @@ package redisadapter_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/qaplatform/socketio/internal/redistest"
 	"github.com/qaplatform/socketio/redisadapter"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/zishang520/socket.io/v2/socket"
@@ -68,6 +71,11 @@ func TestNewRejectsMistakes(t *testing.T) {
 	assert.Panics(t, func() { redisadapter.New(rdb, redisadapter.Options{Protocol: 7}) })
 	assert.Panics(t, func() { redisadapter.New(rdb, redisadapter.Options{Protocol: redisadapter.Protocol02, StreamCount: 2}) })
 	assert.Panics(t, func() { redisadapter.New(rdb, redisadapter.Options{RequestsTimeout: -time.Second}) })
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
+	assert.PanicsWithValue(t, "redisadapter: a *redis.Ring cannot hold one subscription to every channel "+
+		"(it subscribes on one shard per call); use a client of one server, Sentinel or Cluster",
+		func() { redisadapter.New(ring, redisadapter.Options{}) })
 	assert.NotPanics(t, func() { redisadapter.New(rdb, redisadapter.Options{}) })
 }
 
@@ -105,5 +113,22 @@ func TestStreamCount(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, int64(1), n, "namespace %s writes to %s", nsp, streams[i])
 		}
+	})
+}
+
+// TestWrappedRingIsAnError: a *redis.Ring that New cannot recognise (it is
+// wrapped) cannot subscribe; Health says so, and the process goes on.
+func TestWrappedRingIsAnError(t *testing.T) {
+	be := backends(t)[0]
+	cfg := newConfig(t, be, redisadapter.Protocol03)
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": be.addr}})
+	t.Cleanup(func() { _ = ring.Close() })
+	b := redisadapter.New(redistest.Wrapped{UniversalClient: ring}, cfg.opts)
+	io := newServer(b)
+	t.Cleanup(func() { closeServer(io) })
+	ctx := ctxTimeout(t, 5*time.Second)
+	eventually(t, 5*time.Second, "the subscription error", func() bool {
+		err := b.Health(ctx)
+		return err != nil && strings.Contains(err.Error(), "cannot hold one subscription")
 	})
 }

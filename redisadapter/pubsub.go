@@ -1,6 +1,7 @@
 package redisadapter
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,9 +33,24 @@ func (r *run) subscribe() {
 	}
 }
 
+// subscribeNothing returns a subscription to no channel yet. A client that
+// cannot make one (a *redis.Ring, which New refuses, wrapped in another
+// type: it panics) is an error, which Health reports, not a crash.
+func subscribeNothing(ctx context.Context, c redis.UniversalClient) (ps *redis.PubSub, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			ps, err = nil, fmt.Errorf("this client cannot hold one subscription to every channel (a *redis.Ring?): %v", p)
+		}
+	}()
+	return c.Subscribe(ctx), nil
+}
+
 func (r *run) subscribeOnce(bo *backoff) error {
 	b := r.b
-	ps := b.client.Subscribe(r.ctx) // no channel yet: no I/O
+	ps, err := subscribeNothing(r.ctx, b.client) // no channel yet: no I/O
+	if err != nil {
+		return err
+	}
 	defer func() {
 		b.mu.Lock()
 		if r.ps == ps {

@@ -42,7 +42,10 @@ func dedicatedClient(c redis.UniversalClient) (redis.UniversalClient, bool) {
 		o.MaxRetries = -1
 		// State the client built for itself is not shared.
 		o.PushNotificationProcessor, o.AutoPipelineOptions = nil, nil
-		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		// With the endpoint type set, creating the copy resolves no name
+		// (a failover client's address is the placeholder
+		// "FailoverClient").
+		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled, EndpointType: maintnotifications.EndpointTypeNone}
 		o.ClientSideCacheConfig, o.ClientSideCache = nil, nil
 		return redis.NewClient(&o), true
 	case *redis.ClusterClient:

@@ -103,7 +103,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.answerDelay, "answer-delay", envDur("QA_ANSWER_DELAY", 0), "pause before each streamed answer chunk, to mimic a slow model (env QA_ANSWER_DELAY)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("QA_SHUTDOWN_TIMEOUT", 10*time.Second), "how long answers in flight may finish on shutdown (env QA_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&c.logLevel, "log-level", envStr("QA_LOG_LEVEL", "info"), "debug, info, warn or error (env QA_LOG_LEVEL)")
-	fs.StringVar(&c.redisURL, "redis-url", envStr("REDIS_URL", ""), "Redis to share sessions, history, limits and the resume secret with other nodes, e.g. redis://127.0.0.1:6379/0; empty: everything in memory (env REDIS_URL)")
+	fs.StringVar(&c.redisURL, "redis-url", envStr("REDIS_URL", ""), "Redis to share sessions, history, limits and the resume secret with other nodes: redis://[[user]:password@]host:port[/db] for one server, redis+sentinel://[[user]:password@]sentinel:port[/db]?master_name=NAME[&addr=sentinel2:port] for Sentinel, redis+cluster://[[user]:password@]node:port[?addr=node2:port] for a Cluster (rediss… for TLS; go-redis URL options in the query); empty: everything in memory (env REDIS_URL)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", envStr("QA_REDIS_PREFIX", "qa:"), "prefix of every Redis key (env QA_REDIS_PREFIX)")
 	fs.StringVar(&c.clusterKey, "cluster-key", envStr("QA_CLUSTER_KEY", "socket.io"), "with -redis-url: the Redis stream and channel prefix the nodes' cluster adapter shares, which @socket.io/redis-streams-adapter and @socket.io/redis-emitter also use by default (env QA_CLUSTER_KEY)")
 	fs.StringVar(&c.trustedProxyList, "trusted-proxies", envStr("QA_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For is believed (env QA_TRUSTED_PROXIES)")
@@ -169,8 +169,8 @@ func run(args []string, getenv func(string) string) error {
 type service struct {
 	qa      *socketio.Server
 	io      *socket.Server
-	auth    *socketio.Auth // passed to Register, so closed here
-	redis   *redis.Client  // nil without -redis-url
+	auth    *socketio.Auth        // passed to Register, so closed here
+	redis   redis.UniversalClient // nil without -redis-url
 	cluster *redisadapter.Builder
 }
 
@@ -188,23 +188,6 @@ func (s *service) Close(ctx context.Context) error {
 	return err
 }
 
-// connectRedis opens the client for -redis-url and checks the server
-// answers, so that a wrong URL fails at start, not at the first request.
-func connectRedis(url string) (*redis.Client, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("-redis-url: %w", err)
-	}
-	client := redis.NewClient(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := client.Ping(ctx).Err(); err != nil {
-		client.Close()
-		return nil, fmt.Errorf("-redis-url: %s does not answer: %w", opts.Addr, err)
-	}
-	return client, nil
-}
-
 // newService builds the Socket.IO server, registers the Q&A service on it
 // and returns the HTTP handler serving the endpoint and the web page.
 func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error) {
@@ -218,7 +201,7 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 			proxies = append(proxies, p)
 		}
 	}
-	var rdb *redis.Client
+	var rdb redis.UniversalClient
 	if cfg.redisURL != "" {
 		if rdb, err = connectRedis(cfg.redisURL); err != nil {
 			return nil, nil, err

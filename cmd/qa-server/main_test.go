@@ -12,9 +12,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/qaplatform/socketio/internal/redistest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The Sentinel test's failover client resolves a placeholder address (see
+// redistest.IgnoreDNSLookups).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.IgnoreDNSLookups()...) }
 
 func TestParseConfig(t *testing.T) {
 	env := func(m map[string]string) func(string) string {
