@@ -446,7 +446,12 @@ func (s *Server) roomSockets(ctx context.Context, room string) ([]string, error)
 	})
 	select {
 	case r := <-done:
-		return r.ids, r.err
+		if r.err != nil {
+			// The adapter's own error (Redis down, a node that did not
+			// answer): a backend fault, so unavailable, never internal.
+			return r.ids, fmt.Errorf("%w: counting the room's members: %w", ErrUnavailable, r.err)
+		}
+		return r.ids, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: counting the room's members: %w", ErrUnavailable, ctx.Err())
 	}
