@@ -106,3 +106,26 @@ func TestBadRedisURLFailsAtStart(t *testing.T) {
 	_, _, err = newService(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.ErrorContains(t, err, "does not answer")
 }
+
+// TestStaticBadPaths: a static path that cannot name a file (invalid
+// UTF-8, a NUL) is a client error, never a 500.
+func TestStaticBadPaths(t *testing.T) {
+	cfg, err := parseConfig(nil, func(string) string { return "" })
+	require.NoError(t, err)
+	svc, handler, err := newService(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	hs := httptest.NewServer(handler)
+	t.Cleanup(func() {
+		hs.CloseClientConnections()
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(t, svc.Close(ctx))
+	})
+	for _, path := range []string{"/static/%ff", "/static/a%ffb.js", "/static/%c3", "/static/%00", "/static/x%00.js", "/static/nope.js"} {
+		resp, err := http.Get(hs.URL + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Contains(t, []int{http.StatusBadRequest, http.StatusNotFound}, resp.StatusCode, path)
+	}
+}
