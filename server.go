@@ -82,7 +82,10 @@ type Options struct {
 	// gets a new session, like a forged one. default: 24h (the default
 	// StorageOptions.SessionTTL)
 	ResumeTokenTTL time.Duration
-	// Logger receives the library's logs. default: slog.Default()
+	// Logger receives the library's logs. A connection's repeated lines
+	// are thinned out: the first is written, then at most one every 10 s
+	// with "suppressed", the number left out, and one when the connection
+	// ends. default: slog.Default()
 	Logger *slog.Logger
 
 	// secretRefresh is how often a secret shared through Redis is re-read.
