@@ -56,8 +56,9 @@ type Options struct {
 	// "timeout". default: 2m
 	AnswerTimeout time.Duration
 	// StorageTimeout bounds the work of one request or connection attempt
-	// (its hooks and storage calls), and each storage call of an answer:
-	// past it, the client is told "unavailable". default: 5s
+	// (its hooks and storage calls), each storage call of an answer, and
+	// each call of the built-in storage hook: past it, the client is told
+	// "unavailable". default: 5s
 	StorageTimeout time.Duration
 	// MaxOpenTasks is how many unfinished tasks a session may have.
 	// default: 3
@@ -241,10 +242,12 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 
 	s.hooks = NewHookManager(opts.Logger)
 	s.metrics = NewMetricsHook()
+	storageHook := NewStorageHook(s.storage, opts.Logger)
+	storageHook.timeout = opts.StorageTimeout
 	for _, h := range []Hook{
 		NewAuthHook(s.auth),
 		NewRateLimitHook(s.auth),
-		NewStorageHook(s.storage, opts.Logger),
+		storageHook,
 		s.metrics,
 	} {
 		if err := s.hooks.Register(h); err != nil {
