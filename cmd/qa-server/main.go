@@ -299,6 +299,30 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	// /healthz is liveness (the process serves; with Redis, its cluster
+	// adapter is connected); /readyz is readiness: also the storage and
+	// the auth store answer and the server is not shutting down. A load
+	// balancer routes by /readyz.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		var down []string
+		if cluster != nil {
+			if err := cluster.Health(ctx); err != nil {
+				down = append(down, "cluster: "+err.Error())
+			}
+		}
+		if err := qa.Ready(ctx); err != nil {
+			down = append(down, strings.Split(err.Error(), "\n")...)
+		}
+		if len(down) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, strings.Join(down, "\n"))
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, static, "index.html")
 	})
