@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -38,6 +39,8 @@ type conn struct {
 	umu        sync.Mutex // serialises untagged events (see onEvent)
 
 	gone atomic.Bool
+	// logs thins out this connection's repeated log lines.
+	logs *logLimiter
 }
 
 // admit is the namespace middleware that decides on a connection. It runs
@@ -104,6 +107,7 @@ func (s *Server) newConn(sock *socket.Socket) (*conn, error) {
 		token:  token,
 		header: http.Header(hs.Headers),
 		caller: Caller{SocketID: string(sock.Id()), Address: addr},
+		logs:   newLogLimiter(s.logger),
 	}
 	ev := &ConnectEvent{Caller: c.caller, Token: token, Header: hs.Headers}
 	hctx, hcancel := context.WithTimeout(ctx, s.opts.StorageTimeout)
@@ -241,6 +245,7 @@ func (c *conn) close(reason string) {
 	ev := &DisconnectEvent{Caller: c.caller, Reason: reason}
 	s.hooks.runAfter(beforeDisconnect, func(h Hook) { h.(BeforeDisconnectHook).BeforeDisconnect(ctx, ev) })
 	c.cancel()
+	c.logs.flush()
 	s.hooks.runAfter(afterDisconnect, func(h Hook) { h.(AfterDisconnectHook).AfterDisconnect(ctx, ev) })
 }
 
@@ -281,7 +286,9 @@ func (c *conn) onEvent(args ...any) {
 		return
 	}
 	if !c.seq.Submit(seq, func() { c.handle(name, args, ack) }) && !c.gone.Load() && !c.srv.closed.Load() {
-		c.srv.logger.Warn("socketio: too many pending events, disconnecting", "socket", c.caller.SocketID)
+		// Every event of a flood that found the buffer full gets here,
+		// concurrently, until the disconnect lands: one line for all.
+		c.logs.log(slog.LevelWarn, "socketio: too many pending events, disconnecting", "", "socket", c.caller.SocketID)
 		c.sock.Disconnect(true)
 	}
 }
@@ -339,7 +346,7 @@ func (c *conn) reply(event, replyEvent string, ack socket.Ack, reply map[string]
 	if err != nil {
 		we := toWireError(err, CodeInternal)
 		if we.Code == CodeInternal {
-			c.srv.logger.Error("socketio: request failed", "event", event, "socket", c.caller.SocketID, "err", err)
+			c.logs.log(slog.LevelError, "socketio: request failed", event, "event", event, "socket", c.caller.SocketID, "err", err)
 		}
 		if ack != nil {
 			ack([]any{map[string]any{"ok": false, "error": we.wire()}}, nil)
@@ -367,13 +374,13 @@ func (c *conn) push(event string, v map[string]any) {
 		return
 	}
 	if err := c.sock.Emit(event, v); err != nil {
-		c.srv.logger.Debug("socketio: emit failed", "event", event, "err", err)
+		c.logs.log(slog.LevelDebug, "socketio: emit failed", event, "event", event, "err", err)
 	}
 }
 
 func (c *conn) recoverPanic(what string) {
 	if v := recover(); v != nil {
-		c.srv.logger.Error("socketio: panic handling an event", "event", what, "socket", c.caller.SocketID, "panic", v)
+		c.logs.log(slog.LevelError, "socketio: panic handling an event", what, "event", what, "socket", c.caller.SocketID, "panic", v)
 	}
 }
 
@@ -446,7 +453,12 @@ func (s *Server) roomSockets(ctx context.Context, room string) ([]string, error)
 	})
 	select {
 	case r := <-done:
-		return r.ids, r.err
+		if r.err != nil {
+			// The adapter's own error (Redis down, a node that did not
+			// answer): a backend fault, so unavailable, never internal.
+			return r.ids, fmt.Errorf("%w: counting the room's members: %w", ErrUnavailable, r.err)
+		}
+		return r.ids, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: counting the room's members: %w", ErrUnavailable, ctx.Err())
 	}

@@ -126,9 +126,10 @@ func validRoomName(room string, isSocketID func(string) bool) error {
 }
 
 // checkText applies the text rules to an already trimmed string: valid
-// UTF-8 without lone surrogates (seqparser turned those into NUL), no
-// control characters but tab, line feed and carriage return, and 1 to max
-// code points.
+// UTF-8 without lone surrogates (seqparser turned those, and bytes that
+// are not UTF-8, into NUL before Go's JSON decoder could hide them as
+// U+FFFD), no control characters but tab, line feed and carriage return,
+// and 1 to max code points. A literal U+FFFD is valid text.
 func checkText(s, what string, max int) error {
 	if s == "" {
 		return NewError(CodeQuestionInvalid, "%s is empty", what)
@@ -139,7 +140,7 @@ func checkText(s, what string, max int) error {
 	n := 0
 	for _, r := range s {
 		n++
-		if r == utf8.RuneError || unicode.Is(unicode.Cc, r) && r != '\t' && r != '\n' && r != '\r' {
+		if unicode.Is(unicode.Cc, r) && r != '\t' && r != '\n' && r != '\r' {
 			return NewError(CodeQuestionInvalid, "%s holds a control character or invalid text", what)
 		}
 	}

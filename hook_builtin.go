@@ -98,19 +98,22 @@ type StorageHook struct {
 	BaseHook
 	storage Storage
 	logger  *slog.Logger
+	timeout time.Duration // bounds each storage call
 }
 
-// NewStorageHook returns the built-in "storage" hook (priority 60).
+// NewStorageHook returns the built-in "storage" hook (priority 60). Each
+// of its storage calls is bounded by 5 s; the one Register installs uses
+// Options.StorageTimeout instead.
 func NewStorageHook(s Storage, logger *slog.Logger) *StorageHook {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &StorageHook{BaseHook: NewBaseHook(StorageHookName, StorageHookPriority), storage: s, logger: logger}
+	return &StorageHook{BaseHook: NewBaseHook(StorageHookName, StorageHookPriority), storage: s, logger: logger, timeout: 5 * time.Second}
 }
 
 // AfterDisconnect records the session's last activity.
 func (h *StorageHook) AfterDisconnect(ctx context.Context, e *DisconnectEvent) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	if err := h.storage.TouchSession(ctx, e.SessionID, time.Now().UTC()); err != nil {
 		h.logger.Debug("socketio: touch session failed", "session", e.SessionID, "err", err)
@@ -119,7 +122,7 @@ func (h *StorageHook) AfterDisconnect(ctx context.Context, e *DisconnectEvent) {
 
 // AfterQuestion counts the question in the popularity index.
 func (h *StorageHook) AfterQuestion(ctx context.Context, e *QuestionEvent) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.timeout)
 	defer cancel()
 	if err := h.storage.RecordQuestion(ctx, e.Question); err != nil {
 		h.logger.Warn("socketio: recording question failed", "err", err)

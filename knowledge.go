@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // DefaultMinScore is the score below which KnowledgeBase.Match reports no
@@ -37,7 +39,11 @@ type Entry struct {
 // methods may be called concurrently without locks.
 //
 // Matching scores a query against every phrasing (question and aliases) of
-// every entry by the cosine similarity of TF-IDF vectors. Latin, digit and
+// every entry by the cosine similarity of TF-IDF vectors. Texts are first
+// put in Unicode normalisation form NFKC, so that full-width letters, the
+// ideographic space, ligatures and other compatibility forms match their
+// plain forms ("ｗｈａｔ　ｉｓ ＷｅｂＳｏｃｋｅｔ？" matches "What is
+// WebSocket?"); only the comparison is normalised. Latin, digit and
 // other alphabetic text is split into lower-cased words, minus a few English
 // stop words and with a trailing plural "s" removed; Chinese, Japanese and
 // Korean text, written without spaces, contributes each character and each
@@ -62,7 +68,7 @@ type posting struct {
 // NewKnowledgeBase builds a KnowledgeBase from entries, which it copies.
 // Each entry needs a non-blank question and answer, with at least one
 // searchable word in the question; two entries may not have the same
-// question (ignoring case and surrounding space).
+// question (ignoring case, white space and compatibility forms).
 func NewKnowledgeBase(entries []Entry) (*KnowledgeBase, error) {
 	kb := &KnowledgeBase{
 		entries: make([]Entry, len(entries)),
@@ -313,7 +319,7 @@ func isWordRune(r rune) bool {
 // dropped, plural "s" removed) and, for CJK runs, characters and character
 // bigrams.
 func tokenize(s string, dst []string) []string {
-	s = strings.ToLower(s)
+	s = foldText(s)
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
@@ -366,8 +372,14 @@ func stem(w string) string {
 	return w[:len(w)-1]
 }
 
-// normalizeText lower-cases s, trims it and collapses runs of white space
-// to one space; it is the key under which texts are compared.
+// foldText puts s in NFKC and lower-cases it: the form in which texts are
+// compared (never the one stored or shown).
+func foldText(s string) string {
+	return strings.ToLower(norm.NFKC.String(s))
+}
+
+// normalizeText folds s (foldText), trims it and collapses runs of white
+// space to one space; it is the key under which texts are compared.
 func normalizeText(s string) string {
-	return strings.Join(strings.Fields(strings.ToLower(s)), " ")
+	return strings.Join(strings.Fields(foldText(s)), " ")
 }

@@ -43,6 +43,8 @@ func TestKnowledgeBaseMatch(t *testing.T) {
 		{"chinese without spaces", "什么是socket.io", "什么是 Socket.IO？"},
 		{"chinese reordered", "socket.io是什么？", "什么是 Socket.IO？"},
 		{"chinese paraphrase", "流式回答怎么启用", "如何启用流式回答？"},
+		{"full-width forms (NFKC)", "ｗｈａｔ　ｉｓ Ｓｏｃｋｅｔ．ＩＯ？", "What is Socket.IO?"},
+		{"full-width words (NFKC)", "ｒｅｄｉｓ ｕｓｅｄ ｆｏｒ", "What is Redis used for?"},
 		{"unknown topic", "what is kubernetes", ""},
 		{"unrelated", "how do I bake bread", ""},
 		{"unrelated chinese", "今天天气怎么样", ""},
@@ -65,6 +67,32 @@ func TestKnowledgeBaseMatch(t *testing.T) {
 			assert.LessOrEqual(t, score, 1.0)
 		})
 	}
+}
+
+// TestKnowledgeBaseCompatibilityForms: questions and phrasings are
+// compared after NFKC normalisation, both ways, so full-width letters, the
+// ideographic space and ligatures match their plain forms.
+func TestKnowledgeBaseCompatibilityForms(t *testing.T) {
+	kb, err := socketio.NewKnowledgeBase([]socketio.Entry{
+		{Question: "What is WebSocket?", Answer: "a protocol"},
+		{Question: "ｆｉｌｅ ｕｐｌｏａｄｓ", Answer: "full-width in the base"},
+	})
+	require.NoError(t, err)
+	for query, want := range map[string]string{
+		"ｗｈａｔ　ｉｓ ＷｅｂＳｏｃｋｅｔ？": "What is WebSocket?",
+		"websocket":  "What is WebSocket?",
+		"ﬁle upload": "ｆｉｌｅ ｕｐｌｏａｄｓ",
+	} {
+		e, score, ok := kb.Match(query)
+		require.True(t, ok, "%q: best score %.3f", query, score)
+		assert.Equal(t, want, e.Question, query)
+		assert.InDelta(t, 1.0, score, 1e-9, query)
+	}
+	_, err = socketio.NewKnowledgeBase([]socketio.Entry{
+		{Question: "What is WebSocket?", Answer: "a"},
+		{Question: "ＷＨＡＴ ＩＳ ＷＥＢＳＯＣＫＥＴ？", Answer: "b"},
+	})
+	assert.ErrorContains(t, err, "same question", "the duplicate check normalises too")
 }
 
 func TestKnowledgeBaseMatchEveryQuestion(t *testing.T) {

@@ -64,8 +64,9 @@ type Options struct {
 	// "timeout". default: 2m
 	AnswerTimeout time.Duration
 	// StorageTimeout bounds the work of one request or connection attempt
-	// (its hooks and storage calls), and each storage call of an answer:
-	// past it, the client is told "unavailable". default: 5s
+	// (its hooks and storage calls), each storage call of an answer, and
+	// each call of the built-in storage hook: past it, the client is told
+	// "unavailable". default: 5s
 	StorageTimeout time.Duration
 	// MaxOpenTasks is how many unfinished tasks a session may have.
 	// default: 3
@@ -98,7 +99,10 @@ type Options struct {
 	// sent. It must exceed the largest message the service sends (a
 	// history page, an answer). Enforced by Handler. default: 1 MiB
 	MaxQueuedBytes int
-	// Logger receives the library's logs. default: slog.Default()
+	// Logger receives the library's logs. A connection's repeated lines
+	// are thinned out: the first is written, then at most one every 10 s
+	// with "suppressed", the number left out, and one when the connection
+	// ends. default: slog.Default()
 	Logger *slog.Logger
 
 	// NodeTTL is how long this node counts as alive after it last renewed
@@ -293,10 +297,12 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 
 	s.hooks = NewHookManager(opts.Logger)
 	s.metrics = NewMetricsHook()
+	storageHook := NewStorageHook(s.storage, opts.Logger)
+	storageHook.timeout = opts.StorageTimeout
 	for _, h := range []Hook{
 		NewAuthHook(s.auth),
 		NewRateLimitHook(s.auth),
-		NewStorageHook(s.storage, opts.Logger),
+		storageHook,
 		s.metrics,
 	} {
 		if err := s.hooks.Register(h); err != nil {

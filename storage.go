@@ -22,6 +22,8 @@ import (
 // identified a user, otherwise "s:<session id>" (see OwnerOf). Every task
 // operation is scoped by its owner, so that a store can keep all of an
 // owner's data together (in one Redis Cluster slot, say).
+//
+// A Storage may also implement Pinger, for Server.Ready.
 type Storage interface {
 	// SaveSession creates or replaces a session and (re)starts its expiry.
 	SaveSession(ctx context.Context, s Session) error

@@ -13,7 +13,9 @@ import (
 // of kb and the frequently asked questions that popular returns (for
 // example Storage.PopularQuestions); either may be nil.
 //
-// A candidate matches a query, ignoring case and runs of white space, when
+// A candidate matches a query, ignoring case, runs of white space and
+// Unicode compatibility forms (both are compared in NFKC, so a full-width
+// query finds its plain candidate), when
 // (best first):
 //
 //  1. the candidate starts with the query;

@@ -77,6 +77,8 @@ func TestSuggester(t *testing.T) {
 		{"chinese single character", "答", 10, []string{"如何启用流式回答？"}},
 		{"chinese and latin", "socket 是", 10, []string{"什么是 Socket.IO？"}},
 		{"chinese no match", "天气", 10, []string{}},
+		{"full-width query (NFKC)", "ＷＨＡＴ　ｉｓ　Ｓ", 10,
+			[]string{"What is socket.io used for?", "What is Socket.IO?"}},
 		{"limit", "what is", 2, []string{"What is a room?", "What is socket.io used for?"}},
 		{"limit one", "how do i", 1, []string{"how do I cancel a task?"}},
 		{"zero limit", "what", 0, []string{}},

@@ -2,9 +2,13 @@ package socketio_test
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/zishang520/socket.io/v2/socket"
@@ -121,4 +125,45 @@ func TestClusterNodeStopped(t *testing.T) {
 		m := okReply(t, "join", call(t, cb, "join_room", "after"))
 		assert.EqualValues(t, 1, m["members"])
 	})
+}
+
+// TestClusterRedisDownJoinRoom: with the Redis adapter, join_room counts
+// the room's members across nodes; during a Redis outage it answers
+// unavailable like every other request that needs Redis, never internal.
+func TestClusterRedisDownJoinRoom(t *testing.T) {
+	// Registered first, so it runs after the clients are closed.
+	t.Cleanup(func() { awaitRedisDialProbes(t) })
+	mr := miniredis.RunT(t)
+	r := &sharedRedis{mr: mr, opts: &redis.Options{Addr: mr.Addr()}, prefix: "qa:"}
+	ts := r.clusterNode(t, socketio.Options{})
+	other := r.clusterNode(t, socketio.Options{})
+	c, _ := ts.dial(t, sioclient.TransportWebsocket)
+	co, _ := other.dial(t, sioclient.TransportWebsocket)
+	okReply(t, "join", call(t, co, "join_room", "lobby"))
+	m := okReply(t, "join", call(t, c, "join_room", "lobby"))
+	require.EqualValues(t, 2, m["members"], "the nodes know each other")
+
+	mr.Close()
+	for _, room := range []string{"lobby", "other"} {
+		m := call(t, c, "join_room", room)
+		assert.Equal(t, "unavailable", errCode(t, m), "%s: %v", room, m)
+	}
+
+	require.NoError(t, mr.Restart())
+	require.Eventually(t, func() bool {
+		return call(t, c, "join_room", "lobby")["ok"] == true
+	}, 5*time.Second, 20*time.Millisecond)
+}
+
+// awaitRedisDialProbes waits for go-redis's dial probes to end. After many
+// failed dials a pool starts a probe goroutine that sleeps a second
+// between attempts and ends when a dial succeeds or, at its next wake-up,
+// when the pool is closed; goleak would otherwise see it when this is the
+// last test.
+func awaitRedisDialProbes(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "pool.(*ConnPool).tryDial")
+	}, 5*time.Second, 20*time.Millisecond)
 }

@@ -213,6 +213,48 @@ func TestWireLoneSurrogate(t *testing.T) {
 	})
 }
 
+// TestWireTextForms: a literal U+FFFD is valid text (only a lone
+// surrogate escape or bytes that are not UTF-8 are not), and full-width
+// and other compatibility forms match the knowledge base and suggestions
+// after NFKC normalisation, while the question is stored and echoed as sent.
+func TestWireTextForms(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr string) {
+		ts := startServer(t, socketio.Options{Auth: bigLimits(t)})
+		c, _ := ts.dial(t, tr)
+
+		// Before anything is asked (a popular spelling would win).
+		s := okReply(t, "suggestions", call(t, c, "get_suggestions", "ＳＯＣＫＥＴ"))
+		assert.Equal(t, []any{"What is Socket.IO?"}, s["suggestions"])
+		assert.Equal(t, "ＳＯＣＫＥＴ", s["query"], "the query is echoed as sent")
+
+		for _, q := range []string{"what is \uFFFD?", "replacement \ufffd char"} {
+			m := call(t, c, "ask_question", map[string]any{"question": q})
+			okReply(t, "ask "+q, m)
+			a := next(t, c, "answer")
+			assert.Equal(t, q, a["question"])
+		}
+		require.NoError(t, c.SendRaw(`42["ask_question","escaped \ufffd"]`))
+		assert.Equal(t, true, next(t, c, "question_received")["ok"])
+		assert.Equal(t, "escaped \ufffd", next(t, c, "answer")["question"])
+
+		// Bytes that are not UTF-8 stay invalid text.
+		require.NoError(t, c.SendRaw("42[\"ask_question\",\"bad \xff byte\"]"))
+		e := next(t, c, "error")
+		assert.Equal(t, "question_invalid", e["code"])
+
+		wide := "ｗｈａｔ　ｉｓ Ｓｏｃｋｅｔ．ＩＯ？"
+		m := call(t, c, "ask_question", map[string]any{"question": "  " + wide + " "})
+		id := okReply(t, "ask", m)["task_id"]
+		a := next(t, c, "answer")
+		assert.Equal(t, id, a["task_id"])
+		assert.Equal(t, wide, a["question"], "the question is echoed as sent (trimmed)")
+		assert.Equal(t, "Socket.IO is a library for real-time, bidirectional, event-based communication.", a["answer"])
+		task := okReply(t, "get_task", call(t, c, "get_task", map[string]any{"task_id": id}))["task"].(map[string]any)
+		assert.Equal(t, wide, task["question"], "and stored as sent")
+
+	})
+}
+
 func TestWireErrorPrecedence(t *testing.T) {
 	ts := startServer(t, socketio.Options{})
 	c, _ := ts.dial(t, "websocket")

@@ -2,6 +2,7 @@ package redisadapter
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -180,8 +181,14 @@ func (r *run) heartbeat() {
 	}
 }
 
-// backoff doubles a retry delay from 50ms up to 2s.
-type backoff struct{ d time.Duration }
+// backoff doubles a retry delay from 50ms up to 2s, and jitters each
+// delay into [d/2, d): nodes that lose Redis together (a Redis restart)
+// then reconnect spread out, not in lockstep.
+type backoff struct {
+	d time.Duration
+	// rnd returns a number in [0, 1); nil means math/rand/v2.
+	rnd func() float64
+}
 
 func (b *backoff) next() time.Duration {
 	switch {
@@ -190,7 +197,12 @@ func (b *backoff) next() time.Duration {
 	case b.d < 2*time.Second:
 		b.d = min(2*b.d, 2*time.Second)
 	}
-	return b.d
+	rnd := b.rnd
+	if rnd == nil {
+		rnd = rand.Float64
+	}
+	half := b.d / 2
+	return half + time.Duration(rnd()*float64(b.d-half))
 }
 
 func (b *backoff) reset() { b.d = 0 }

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/zishang520/socket.io/v2/socket"
@@ -267,7 +268,7 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", qa.Handler())
-	mux.Handle("/static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.Handle("/static/", http.StripPrefix("/static/", staticFiles(static)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if cluster != nil {
@@ -281,8 +282,46 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	// /healthz is liveness (the process serves; with Redis, its cluster
+	// adapter is connected); /readyz is readiness: also the storage and
+	// the auth store answer and the server is not shutting down. A load
+	// balancer routes by /readyz.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		var down []string
+		if cluster != nil {
+			if err := cluster.Health(ctx); err != nil {
+				down = append(down, "cluster: "+err.Error())
+			}
+		}
+		if err := qa.Ready(ctx); err != nil {
+			down = append(down, strings.Split(err.Error(), "\n")...)
+		}
+		if len(down) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, strings.Join(down, "\n"))
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, static, "index.html")
 	})
 	return svc, mux, nil
+}
+
+// staticFiles serves fsys, refusing with 400 a path that cannot name a
+// file of it: http.FileServerFS answers 500 for a path that is not UTF-8
+// (such as /static/%ff), which io/fs paths must be.
+func staticFiles(fsys fs.FS) http.Handler {
+	files := http.FileServerFS(fsys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !utf8.ValidString(r.URL.Path) {
+			http.Error(w, "400 bad request: the path is not UTF-8", http.StatusBadRequest)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 }

@@ -19,9 +19,10 @@
 // namespace's events after its CONNECT until the application opens the
 // Gate it finds in the handshake's auth object (see TakeGate).
 //
-// It also rewrites JSON escapes of lone UTF-16 surrogates (which Go's JSON
-// decoder would silently turn into U+FFFD) into \u0000, so that text
-// validation can reject them.
+// It also rewrites JSON escapes of lone UTF-16 surrogates, and bytes that
+// are not UTF-8 (both of which Go's JSON decoder would silently turn into
+// U+FFFD, indistinguishable from a literal U+FFFD) into \u0000, so that
+// text validation can reject them.
 package seqparser
 
 import (
@@ -30,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/zishang520/engine.io/v2/events"
 	"github.com/zishang520/engine.io/v2/types"
@@ -143,10 +145,10 @@ func (d *decoder) Add(data any) (err error) {
 	}()
 	switch s := data.(type) {
 	case string:
-		data = RewriteLoneSurrogates(s)
+		data = RewriteLoneSurrogates(RewriteInvalidUTF8(s))
 	case *types.StringBuffer:
-		if t := s.String(); hasSurrogateEscape(t) {
-			data = RewriteLoneSurrogates(t)
+		if t := s.String(); hasSurrogateEscape(t) || !utf8.ValidString(t) {
+			data = RewriteLoneSurrogates(RewriteInvalidUTF8(t))
 		}
 	}
 	d.bad = nil
@@ -343,6 +345,29 @@ func RewriteLoneSurrogates(s string) string {
 		}
 		b.WriteString(`\u0000`)
 		i += 6
+	}
+	return b.String()
+}
+
+// RewriteInvalidUTF8 replaces each byte sequence of s that is not UTF-8
+// with the JSON escape \u0000: inside a JSON string it decodes to NUL,
+// which text validation refuses, where Go's decoder would have made it
+// U+FFFD; anywhere else the frame stays malformed. Valid UTF-8 is returned
+// as is.
+func RewriteInvalidUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteString(`\u0000`)
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
 	}
 	return b.String()
 }

@@ -354,6 +354,10 @@ func TestDecoderSurrogates(t *testing.T) {
 		{"valid pair", `2["ask_question","\ud83d\ude00"]`, "😀"},
 		{"escaped backslash", `2["ask_question","\\ud800"]`, `\ud800`},
 		{"BMP escape untouched", `2["ask_question","\u00e9"]`, "é"},
+		{"literal U+FFFD untouched", "2[\"ask_question\",\"a\uFFFDb\"]", "a\uFFFDb"},
+		{"escaped U+FFFD untouched", `2["ask_question","a\ufffdb"]`, "a\uFFFDb"},
+		{"invalid byte", "2[\"ask_question\",\"a\xffb\"]", "a\x00b"},
+		{"truncated sequence", "2[\"ask_question\",\"a\xe2\x82b\"]", "a\x00\x00b"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

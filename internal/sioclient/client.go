@@ -54,6 +54,11 @@ type Options struct {
 	// close the connection ("invalid state"). No packet tells when it is
 	// done, so Dial waits. Negative disables the pause. default: 5ms
 	Settle time.Duration
+
+	// retryTimer, when set (by tests), replaces the ConnectRetry timer of
+	// attempt n (from 0), whose wait would be d; a nil channel waits for
+	// the reply until the dial's context ends.
+	retryTimer func(n int, d time.Duration) <-chan time.Time
 }
 
 // Event is one event pushed by the server.
@@ -122,8 +127,8 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	}
 	ctx, cancel := withTimeout(ctx, o.Timeout)
 	defer cancel()
-	for retry := o.ConnectRetry; ; retry *= 2 {
-		c, err := dialOnce(ctx, o, u, auth, retry)
+	for n, retry := 0, o.ConnectRetry; ; n, retry = n+1, retry*2 {
+		c, err := dialOnce(ctx, o, u, auth, n, retry)
 		if !errors.Is(err, errNoConnectReply) {
 			return c, err
 		}
@@ -133,9 +138,9 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 // errNoConnectReply: the CONNECT got no reply within Options.ConnectRetry.
 var errNoConnectReply = errors.New("sioclient: no CONNECT reply yet")
 
-// dialOnce opens one Engine.IO session and sends CONNECT; retry <= 0 waits
-// for the reply until ctx ends.
-func dialOnce(ctx context.Context, o Options, u *url.URL, auth []byte, retry time.Duration) (*Client, error) {
+// dialOnce opens one Engine.IO session, attempt n of Dial, and sends
+// CONNECT; retry <= 0 waits for the reply until ctx ends.
+func dialOnce(ctx context.Context, o Options, u *url.URL, auth []byte, n int, retry time.Duration) (*Client, error) {
 	var (
 		tr  transport
 		h   handshake
@@ -173,7 +178,10 @@ func dialOnce(ctx context.Context, o Options, u *url.URL, auth []byte, retry tim
 		return nil, transportError(err)
 	}
 	var retryC <-chan time.Time
-	if retry > 0 {
+	switch {
+	case o.retryTimer != nil:
+		retryC = o.retryTimer(n, retry)
+	case retry > 0:
 		t := time.NewTimer(retry)
 		defer t.Stop()
 		retryC = t.C
