@@ -32,7 +32,9 @@ func ExampleRegister() {
 		panic(err)
 	}
 
-	sio := socket.NewServer(nil, nil)
+	// SetParser gives the server the library's ordering parser before it
+	// is built (Register would otherwise swap it in place).
+	sio := socket.NewServer(nil, socketio.SetParser(socket.DefaultServerOptions()))
 	defer sio.Close(nil)
 	qa, err := socketio.Register(sio, socketio.Options{
 		KnowledgeBase: kb,
@@ -663,7 +665,7 @@ func ExampleServer_Handler_pathAndCORS() {
 		Origin:      "https://app.example.com",
 		Credentials: true,
 	})
-	sio := socket.NewServer(nil, opts)
+	sio := socket.NewServer(nil, socketio.SetParser(opts))
 	defer sio.Close(nil)
 	qa, err := socketio.Register(sio, socketio.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -48,3 +48,7 @@ func StopNodeLease(s *Server) {
 		panic(err)
 	}
 }
+
+// ParserSwapped reports whether Register replaced the server's parser in
+// place rather than finding it set by SetParser.
+func ParserSwapped(s *Server) bool { return s.parserSwapped }

@@ -173,20 +173,23 @@ func (o Options) withDefaults() Options {
 //
 // Concurrency: all methods are safe for concurrent use.
 type Server struct {
-	opts      Options
-	sio       *socket.Server
-	nsp       socket.Namespace
-	parser    *seqparser.Parser
-	hooks     *HookManager
-	auth      *Auth
-	storage   Storage
-	answerer  Answerer
-	suggester Suggester
-	logger    *slog.Logger
-	tokens    atomic.Pointer[resumeKeyring] // see resumeKeys
-	shared    *sharedSecret                 // nil unless the secret is shared through Redis
-	tasks     *taskRunner
-	metrics   *MetricsHook
+	opts   Options
+	sio    *socket.Server
+	nsp    socket.Namespace
+	parser *seqparser.Parser
+	// parserSwapped: Register replaced sio's parser in place (the server
+	// was not built with SetParser).
+	parserSwapped bool
+	hooks         *HookManager
+	auth          *Auth
+	storage       Storage
+	answerer      Answerer
+	suggester     Suggester
+	logger        *slog.Logger
+	tokens        atomic.Pointer[resumeKeyring] // see resumeKeys
+	shared        *sharedSecret                 // nil unless the secret is shared through Redis
+	tasks         *taskRunner
+	metrics       *MetricsHook
 
 	ownStorage io.Closer
 	ownAuth    bool
@@ -223,7 +226,7 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 		return nil, errors.New("socketio: Register: nil server")
 	}
 	opts = opts.withDefaults()
-	p, err := installParser(sio)
+	p, swapped, err := installParser(sio)
 	if err != nil {
 		return nil, err
 	}
@@ -232,11 +235,12 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	}
 
 	s := &Server{
-		opts:    opts,
-		sio:     sio,
-		parser:  p,
-		logger:  opts.Logger,
-		sockets: map[string]*conn{},
+		opts:          opts,
+		sio:           sio,
+		parser:        p,
+		parserSwapped: swapped,
+		logger:        opts.Logger,
+		sockets:       map[string]*conn{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Server, error) {

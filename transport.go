@@ -27,28 +27,59 @@ import (
 // use (installing the parser, creating the engine).
 var seamMu sync.Mutex
 
+// SetParser sets the library's ordering parser on opts, wrapping the
+// parser opts already had (v2's default when none), and returns opts; nil
+// opts means socket.DefaultServerOptions(). Build the Socket.IO server from
+// the result and Register uses that parser as it is:
+//
+//	sio := socket.NewServer(nil, socketio.SetParser(socket.DefaultServerOptions()))
+//	qa, err := socketio.Register(sio, socketio.Options{})
+//
+// This is the recommended way. Without it, Register replaces the built
+// server's parser in place, through an unexported field of v2.5.0 (see
+// Register). Calling SetParser again on the same options changes nothing.
+func SetParser(opts *socket.ServerOptions) *socket.ServerOptions {
+	if opts == nil {
+		opts = socket.DefaultServerOptions()
+	}
+	current := opts.GetRawParser()
+	if _, ok := current.(*seqparser.Parser); ok {
+		return opts
+	}
+	if current == nil {
+		current = parser.NewParser()
+	}
+	opts.SetParser(seqparser.New(current))
+	return opts
+}
+
 // installParser makes sio decode with a seqparser.Parser (see that package
-// for the v2.5.0 defects it shields from) and returns it. v2.5.0 reads its
-// parser from an unexported field when each connection starts and offers no
-// setter once the server exists, so the field is replaced in place; the
-// module is pinned at v2.5.0 and a test checks the field is still there.
-// Connections made before Register keep the parser they started with.
-func installParser(sio *socket.Server) (*seqparser.Parser, error) {
+// for the v2.5.0 defects it shields from) and returns it. A server built
+// from options passed through SetParser has it already. Otherwise: v2.5.0
+// reads its parser from an unexported field when each connection starts
+// and offers no setter once the server exists, so the field is replaced in
+// place; the module is pinned at v2.5.0 and a test checks the field is
+// still there. Connections made before Register keep the parser they
+// started with. swapped reports whether the field was written.
+func installParser(sio *socket.Server) (p *seqparser.Parser, swapped bool, err error) {
 	seamMu.Lock()
 	defer seamMu.Unlock()
+	if p, ok := sio.Opts().GetRawParser().(*seqparser.Parser); ok {
+		return p, false, nil
+	}
 	field := reflect.ValueOf(sio).Elem().FieldByName("_parser")
 	want := reflect.TypeOf((*parser.Parser)(nil)).Elem()
 	if !field.IsValid() || field.Type() != want {
-		return nil, errors.New("socketio: Register: unsupported github.com/zishang520/socket.io/v2 version (no parser field)")
+		return nil, false, errors.New("socketio: Register: unsupported github.com/zishang520/socket.io/v2 version (no parser field)")
 	}
 	field = reflect.NewAt(field.Type(), unsafe.Pointer(field.UnsafeAddr())).Elem()
 	current, _ := field.Interface().(parser.Parser)
 	if p, ok := current.(*seqparser.Parser); ok {
-		return p, nil
+		return p, false, nil
 	}
-	p := seqparser.New(current)
+	p = seqparser.New(current)
 	field.Set(reflect.ValueOf(parser.Parser(p)))
-	return p, nil
+	return p, true, nil
 }
 
 // defaultMaxHTTPBody is Engine.IO's default maxHttpBufferSize.

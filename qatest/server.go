@@ -84,7 +84,7 @@ func Start(opts socketio.Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	sio := socket.NewServer(nil, nil)
+	sio := socket.NewServer(nil, socketio.SetParser(nil))
 	qa, err := socketio.Register(sio, opts)
 	if err != nil {
 		sio.Close(nil)

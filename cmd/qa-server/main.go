@@ -250,7 +250,7 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 		})
 		sopts.SetAdapter(cluster)
 	}
-	io := socket.NewServer(nil, sopts)
+	io := socket.NewServer(nil, socketio.SetParser(sopts))
 	qa, err := socketio.Register(io, opts)
 	if err != nil {
 		auth.Close()
