@@ -373,9 +373,12 @@ func stem(w string) string {
 }
 
 // foldText puts s in NFKC and lower-cases it: the form in which texts are
-// compared (never the one stored or shown).
+// compared (never the one stored or shown). Bytes that are not UTF-8 (a
+// knowledge base read from a file may have them; requests cannot) become
+// U+FFFD first: x/text before v0.39.0 can loop forever normalising them
+// (GO-2026-5970), and v0.39.0 needs Go 1.25.
 func foldText(s string) string {
-	return strings.ToLower(norm.NFKC.String(s))
+	return strings.ToLower(norm.NFKC.String(strings.ToValidUTF8(s, "\uFFFD")))
 }
 
 // normalizeText folds s (foldText), trims it and collapses runs of white

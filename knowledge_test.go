@@ -345,3 +345,16 @@ func ExampleKnowledgeBase_Match_chinese() {
 	// 流式回答怎么启用 -> true "如何启用流式回答？"
 	// how do I bake bread -> false ""
 }
+
+// TestKnowledgeBaseInvalidUTF8 builds and queries a base whose texts hold
+// bytes that are not UTF-8 (as one read from a file may): they compare as
+// U+FFFD, and the rest of the text still matches.
+func TestKnowledgeBaseInvalidUTF8(t *testing.T) {
+	kb, err := socketio.NewKnowledgeBase([]socketio.Entry{
+		{Question: "What is \xff\xfe WebSocket?", Answer: "a protocol"},
+	})
+	require.NoError(t, err)
+	e, _, ok := kb.Match("what is websocket \xc3")
+	require.True(t, ok)
+	assert.Equal(t, "What is \xff\xfe WebSocket?", e.Question, "stored as given")
+}
