@@ -76,11 +76,10 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
-// TestServiceServesPageClientAndEndpoint checks the demo serves its page,
-// the Socket.IO client script (from the binary) and the endpoint.
-func TestServiceServesPageClientAndEndpoint(t *testing.T) {
-	cfg, err := parseConfig(nil, func(string) string { return "" })
-	require.NoError(t, err)
+// serve runs the demo service built from cfg on an httptest server, closed
+// (and the service shut down) when the test ends.
+func serve(t *testing.T, cfg config) *httptest.Server {
+	t.Helper()
 	svc, handler, err := newService(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	hs := httptest.NewServer(handler)
@@ -91,6 +90,15 @@ func TestServiceServesPageClientAndEndpoint(t *testing.T) {
 		defer cancel()
 		assert.NoError(t, svc.Close(ctx))
 	})
+	return hs
+}
+
+// TestServiceServesPageClientAndEndpoint checks the demo serves its page,
+// the Socket.IO client script (from the binary) and the endpoint.
+func TestServiceServesPageClientAndEndpoint(t *testing.T) {
+	cfg, err := parseConfig(nil, func(string) string { return "" })
+	require.NoError(t, err)
+	hs := serve(t, cfg)
 	for path, want := range map[string]string{
 		"/":                                   "<html",
 		"/static/socket.io.min.js":            "Socket.IO",
@@ -118,16 +126,7 @@ func TestBadRedisURLFailsAtStart(t *testing.T) {
 func TestStaticBadPaths(t *testing.T) {
 	cfg, err := parseConfig(nil, func(string) string { return "" })
 	require.NoError(t, err)
-	svc, handler, err := newService(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	hs := httptest.NewServer(handler)
-	t.Cleanup(func() {
-		hs.CloseClientConnections()
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		assert.NoError(t, svc.Close(ctx))
-	})
+	hs := serve(t, cfg)
 	for _, path := range []string{"/static/%ff", "/static/a%ffb.js", "/static/%c3", "/static/%00", "/static/x%00.js", "/static/nope.js"} {
 		resp, err := http.Get(hs.URL + path)
 		require.NoError(t, err)

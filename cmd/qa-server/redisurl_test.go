@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -113,16 +110,7 @@ func TestServiceOnSentinelAndCluster(t *testing.T) {
 			cfg, err := parseConfig([]string{"-redis-url", url, "-redis-prefix", prefix, "-cluster-key", prefix + "sio"},
 				func(string) string { return "" })
 			require.NoError(t, err)
-			svc, handler, err := newService(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			require.NoError(t, err)
-			hs := httptest.NewServer(handler)
-			t.Cleanup(func() {
-				hs.CloseClientConnections()
-				hs.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				assert.NoError(t, svc.Close(ctx))
-			})
+			hs := serve(t, cfg)
 			require.Eventually(t, func() bool {
 				resp, err := http.Get(hs.URL + "/healthz")
 				if err != nil {

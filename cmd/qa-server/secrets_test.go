@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -71,16 +70,7 @@ func TestJWTSecretRequiresTokens(t *testing.T) {
 	env := map[string]string{"QA_JWT_SECRET": secret, "QA_JWT_ISSUER": "https://id.example"}
 	cfg, err := parseConfig(nil, func(k string) string { return env[k] })
 	require.NoError(t, err)
-	svc, handler, err := newService(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	require.NoError(t, err)
-	hs := httptest.NewServer(handler)
-	t.Cleanup(func() {
-		hs.CloseClientConnections()
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		assert.NoError(t, svc.Close(ctx))
-	})
+	hs := serve(t, cfg)
 	token := func(secret, iss string, exp time.Time) string {
 		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u42", "iss": iss, "exp": exp.Unix()}).SignedString([]byte(secret))
 		require.NoError(t, err)
