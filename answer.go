@@ -45,6 +45,28 @@ type Question struct {
 	Context string
 	Room    string
 	Stream  bool
+	// Attempt counts the times this task was started, from 1: an answer
+	// restarted after the worker that held it was lost has Attempt > 1.
+	Attempt int
+	// History holds the owner's latest completed questions and answers
+	// before this one, oldest first, when the Answerer implements
+	// ConversationAnswerer (at most HistoryTurns of them); otherwise nil.
+	History []Turn
+}
+
+// Turn is one earlier question and its answer.
+type Turn struct {
+	Question string
+	Answer   string
+}
+
+// ConversationAnswerer is an Answerer that answers in the light of the
+// conversation so far: the library reads up to HistoryTurns of the owner's
+// latest completed turns from the storage into Question.History before
+// each answer. An Answerer that does not implement it costs no such read.
+type ConversationAnswerer interface {
+	Answerer
+	HistoryTurns() int
 }
 
 // Answer is an Answerer's result.
@@ -53,6 +75,16 @@ type Answer struct {
 	// Sources name where the answer came from; sent to the client as
 	// "sources" when not empty.
 	Sources []string
+	// Usage is what the answer cost a language model, when the Answerer
+	// knows; it is kept with the task.
+	Usage *Usage
+}
+
+// Usage counts the tokens a language model spent on an answer.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
 }
 
 // Suggester proposes questions for a partial query (get_suggestions).

@@ -171,6 +171,9 @@ type Task struct {
 	Answer     string     `json:"answer,omitempty"`
 	Sources    []string   `json:"sources,omitempty"`
 	Error      *TaskError `json:"error,omitempty"`
+	// Usage is the token usage the Answerer reported, if any. It is kept,
+	// not sent to clients.
+	Usage      *Usage     `json:"usage,omitempty"`
 	AskedAt    time.Time  `json:"asked_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	AnsweredAt time.Time  `json:"answered_at,omitzero"`
@@ -185,6 +188,8 @@ type TaskUpdate struct {
 	Answer  string
 	Sources []string
 	Error   *TaskError
+	// Usage is kept with a final status (see Task.Usage).
+	Usage *Usage
 }
 
 // Apply returns t after u, and whether the transition was allowed. It is the
@@ -200,6 +205,7 @@ func (u TaskUpdate) Apply(t Task) (Task, bool) {
 		t.Answer = u.Answer
 		t.Sources = u.Sources
 		t.Error = u.Error
+		t.Usage = u.Usage
 	}
 	return t, true
 }
