@@ -162,21 +162,21 @@ type Task struct {
 	ID        string `json:"task_id"`
 	SessionID string `json:"session_id"`
 	// Owner is the scope the task belongs to (see OwnerOf).
-	Owner      string     `json:"owner"`
-	Question   string     `json:"question"`
-	Context    string     `json:"context,omitempty"`
-	Room       string     `json:"room,omitempty"`
-	Stream     bool       `json:"stream,omitempty"`
-	Status     TaskStatus `json:"status"`
-	Answer     string     `json:"answer,omitempty"`
-	Sources    []string   `json:"sources,omitempty"`
-	Error      *TaskError `json:"error,omitempty"`
+	Owner    string     `json:"owner"`
+	Question string     `json:"question"`
+	Context  string     `json:"context,omitempty"`
+	Room     string     `json:"room,omitempty"`
+	Stream   bool       `json:"stream,omitempty"`
+	Status   TaskStatus `json:"status"`
+	Answer   string     `json:"answer,omitempty"`
+	Sources  []string   `json:"sources,omitempty"`
+	Error    *TaskError `json:"error,omitempty"`
 	// Usage is the token usage the Answerer reported, if any. It is kept,
 	// not sent to clients.
-	Usage      *Usage     `json:"usage,omitempty"`
-	AskedAt    time.Time  `json:"asked_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	AnsweredAt time.Time  `json:"answered_at,omitzero"`
+	Usage      *Usage    `json:"usage,omitempty"`
+	AskedAt    time.Time `json:"asked_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	AnsweredAt time.Time `json:"answered_at,omitzero"`
 }
 
 // TaskUpdate is a status transition with what comes with it.
