@@ -733,3 +733,16 @@ func TestSlowStreamIsNotStalled(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, strings.Repeat("x", 10), ans.Text)
 }
+
+func TestStallAfterWholeAnswer(t *testing.T) {
+	// A server that sends the whole answer but never ends the response:
+	// the answer stands.
+	gone := make(chan struct{})
+	f := newFake(t, silent(gone, roleChunk(), contentChunk("done"), finishChunk(usageObj(1, 1)), "[DONE]"))
+	a, _, _ := newAnswerer(t, f, llm.Options{StallTimeout: 50 * time.Millisecond})
+	ans, err := a.Answer(context.Background(), socketio.Question{Text: "q"}, newChunks())
+	require.NoError(t, err)
+	assert.Equal(t, "done", ans.Text)
+	assert.Equal(t, &socketio.Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2}, ans.Usage)
+	waitClosed(t, gone, "the server seeing the request end")
+}

@@ -89,6 +89,9 @@ func (a *Answerer) attempt(ctx context.Context, params openai.ChatCompletionNewP
 	switch {
 	case ctx.Err() != nil:
 		return socketio.Answer{}, &failure{final: a.ctxError(ctx)}
+	case errors.Is(context.Cause(actx), errStalled) && finished != "" && sent:
+		// The answer was whole; only the end of the stream never came.
+		a.logger.Info("llm: the model server kept the stream open after the answer", "model", a.opts.Model)
 	case errors.Is(context.Cause(actx), errStalled):
 		return socketio.Answer{}, &failure{stalled: true, status: rec.status,
 			public: fmt.Sprintf("the model server sent nothing for %s", a.opts.StallTimeout)}
