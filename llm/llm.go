@@ -38,7 +38,7 @@ const (
 	DefaultMaxRetries   = 3
 )
 
-// Limits of the retry waits.
+// Limits of the retry waits, and of what an error body gives the log.
 const (
 	maxRetryAfter = 30 * time.Second       // a server's Retry-After is cut to this
 	backoffBase   = 500 * time.Millisecond // first backoff, doubled per retry
