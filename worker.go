@@ -242,10 +242,12 @@ func (w *Worker) run(ds []streamq.Delivery, n int) {
 	}
 }
 
-// claimLoop takes the questions of workers that went silent.
+// claimLoop takes the questions of workers that went silent, and those
+// released by workers that stopped.
 func (w *Worker) claimLoop() {
 	defer w.loops.Done()
-	every := max(w.q.opts.ClaimAfter/4, 10*time.Millisecond)
+	// At least every second: a released question is claimable at once.
+	every := min(max(w.q.opts.ClaimAfter/4, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
