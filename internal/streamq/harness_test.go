@@ -82,6 +82,9 @@ func randPrefix() string {
 type clientOpts struct {
 	addr string // default: the backend's
 	name string // CLIENT SETNAME
+	// noRetries makes a failed command fail at once instead of being
+	// retried by go-redis, so that the code under test sees the error.
+	noRetries bool
 }
 
 // client returns a client of b, checked by a SlotCheckHook, closed when t
@@ -92,10 +95,15 @@ func (b *backend) client(t testing.TB, o clientOpts) redis.UniversalClient {
 	if addr == "" {
 		addr = b.addr
 	}
+	retries := 0
+	if o.noRetries {
+		retries = -1
+	}
 	var c redis.UniversalClient
 	if b.cluster {
 		c = redis.NewClusterClient(&redis.ClusterOptions{
 			ClientName: o.name,
+			MaxRetries: retries,
 			// One node serving every slot, at addr (possibly a proxy):
 			// CLUSTER SLOTS would name the server's own address.
 			ClusterSlots: func(context.Context) ([]redis.ClusterSlot, error) {
@@ -103,7 +111,7 @@ func (b *backend) client(t testing.TB, o clientOpts) redis.UniversalClient {
 			},
 		})
 	} else {
-		c = redis.NewClient(&redis.Options{Addr: addr, ClientName: o.name})
+		c = redis.NewClient(&redis.Options{Addr: addr, ClientName: o.name, MaxRetries: retries})
 	}
 	c.AddHook(&redistest.SlotCheckHook{T: t})
 	t.Cleanup(func() { _ = c.Close() })

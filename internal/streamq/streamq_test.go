@@ -288,7 +288,7 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 	t.Run("EventsResumeAfterDroppedConnection", func(t *testing.T) {
 		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 100 * time.Millisecond})
 		p := newProxy(t, e.b.addr)
-		rq := streamq.New(e.b.client(t, clientOpts{addr: p.addr()}), e.q.Config())
+		rq := streamq.New(e.b.client(t, clientOpts{addr: p.addr(), noRetries: true}), e.q.Config())
 		tail, err := rq.EventsTail(ctx)
 		require.NoError(t, err)
 		got := make(chan string, 1000)
@@ -316,7 +316,7 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 		// Published while the reader's connection is down: still in the
 		// stream, so not lost.
 		require.NoError(t, e.q.Publish(ctx, bs("3", "4")...))
-		time.Sleep(150 * time.Millisecond) // let the reader fail at least once
+		time.Sleep(300 * time.Millisecond) // let the reader fail, more than once
 		p.restore()
 		require.NoError(t, e.q.Publish(ctx, bs("5")...))
 		for _, w := range []string{"3", "4", "5"} {
@@ -335,7 +335,7 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 			t.Skip("CLIENT KILL needs a real Redis (the proxy test covers miniredis)")
 		}
 		name := "streamq-reader-" + e.b.prefix
-		rq := streamq.New(e.b.client(t, clientOpts{name: name}), e.q.Config())
+		rq := streamq.New(e.b.client(t, clientOpts{name: name, noRetries: true}), e.q.Config())
 		tail, err := rq.EventsTail(ctx)
 		require.NoError(t, err)
 		got := make(chan string, 1000)
@@ -566,8 +566,12 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 		}
 		stop()
 		stop() // idempotent
-		_, open := <-ch
-		assert.False(t, open, "closed after stop")
+		select {
+		case _, open := <-ch:
+			assert.False(t, open, "closed after stop")
+		default:
+			t.Fatal("the channel is still open when stop returned")
+		}
 		// The other is still subscribed.
 		require.NoError(t, e.q.Cancel(ctx, "t3"))
 		assert.Equal(t, "t3", <-ch2)
