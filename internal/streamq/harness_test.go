@@ -38,17 +38,17 @@ type backend struct {
 // key prefix of its own; the keys of real Redis are deleted afterwards.
 func backends() []namedBackend {
 	out := []namedBackend{
-		{"miniredis", func(t *testing.T) *backend {
+		{"miniredis", func(t testing.TB) *backend {
 			mr := miniredis.RunT(t)
 			return &backend{name: "miniredis", addr: mr.Addr(), mr: mr, prefix: randPrefix()}
 		}},
-		{"cluster", func(t *testing.T) *backend {
+		{"cluster", func(t testing.TB) *backend {
 			mr := miniredis.RunT(t)
 			return &backend{name: "cluster", addr: mr.Addr(), mr: mr, cluster: true, prefix: randPrefix()}
 		}},
 	}
 	if url := os.Getenv("REDIS_URL"); url != "" {
-		out = append(out, namedBackend{"redis", func(t *testing.T) *backend {
+		out = append(out, namedBackend{"redis", func(t testing.TB) *backend {
 			opts, err := redis.ParseURL(url)
 			require.NoError(t, err)
 			if opts.Addr == "" {
@@ -69,7 +69,7 @@ func backends() []namedBackend {
 // namedBackend makes a fresh backend for each test.
 type namedBackend struct {
 	name string
-	new  func(t *testing.T) *backend
+	new  func(t testing.TB) *backend
 }
 
 func randPrefix() string {

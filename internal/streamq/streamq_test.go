@@ -52,7 +52,7 @@ type env struct {
 	q *streamq.Queue
 }
 
-func newEnv(t *testing.T, newBackend func(*testing.T) *backend, cfg streamq.Config) *env {
+func newEnv(t *testing.T, newBackend func(testing.TB) *backend, cfg streamq.Config) *env {
 	t.Helper()
 	b := newBackend(t)
 	cfg.Prefix = b.prefix
@@ -111,7 +111,7 @@ func claimEventually(t *testing.T, q *streamq.Queue, consumer string) streamq.De
 	return got[0]
 }
 
-func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
+func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 	ctx := context.Background()
 
 	t.Run("RoundTrip", func(t *testing.T) {
@@ -621,6 +621,19 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 		assert.Equal(t, id, d.ID)
 		assert.Equal(t, 1, d.Attempt)
 		require.NoError(t, e.q.Ack(ctx, d.ID))
+	})
+
+	t.Run("GroupDestroyedRedelivers", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{})
+		id, err := e.q.Add(ctx, []byte("x"))
+		require.NoError(t, err)
+		d := read(t, e.q, "w1")
+		require.Equal(t, 1, d.Attempt)
+		require.NoError(t, e.c.XGroupDestroy(ctx, e.q.TasksKey(), e.q.Config().Group).Err())
+		// Recreated from id 0: every entry left is delivered again.
+		d = read(t, e.q, "w2")
+		assert.Equal(t, id, d.ID)
+		assert.Equal(t, 2, d.Attempt)
 	})
 
 	t.Run("ClaimSkipsDeletedEntries", func(t *testing.T) {
