@@ -29,6 +29,10 @@ type backend struct {
 	real bool
 	// cluster makes clients Redis Cluster clients.
 	cluster bool
+	// clusterAddrs are the nodes of a real Redis Cluster (addr unused).
+	clusterAddrs []string
+	// protocol is the RESP version of the clients (0: go-redis's, 3).
+	protocol int
 	// prefix is this test's key prefix.
 	prefix string
 }
@@ -41,6 +45,10 @@ func backends() []namedBackend {
 		{"miniredis", func(t testing.TB) *backend {
 			mr := miniredis.RunT(t)
 			return &backend{name: "miniredis", addr: mr.Addr(), mr: mr, prefix: randPrefix()}
+		}},
+		{"miniredis-resp2", func(t testing.TB) *backend {
+			mr := miniredis.RunT(t)
+			return &backend{name: "miniredis-resp2", addr: mr.Addr(), mr: mr, protocol: 2, prefix: randPrefix()}
 		}},
 		{"cluster", func(t testing.TB) *backend {
 			mr := miniredis.RunT(t)
@@ -60,6 +68,24 @@ func backends() []namedBackend {
 				defer func() { _ = c.Close() }()
 				redistest.DeletePrefix(t, c, b.prefix)
 			})
+			return b
+		}}, namedBackend{"redis-resp2", func(t testing.TB) *backend {
+			opts, err := redis.ParseURL(url)
+			require.NoError(t, err)
+			b := &backend{name: "redis-resp2", addr: opts.Addr, real: true, protocol: 2, prefix: randPrefix()}
+			t.Cleanup(func() {
+				c := redis.NewClient(opts)
+				defer func() { _ = c.Close() }()
+				redistest.DeletePrefix(t, c, b.prefix)
+			})
+			return b
+		}})
+	}
+	if addrs := os.Getenv(redistest.EnvCluster); addrs != "" {
+		out = append(out, namedBackend{"redis-cluster", func(t testing.TB) *backend {
+			c := redistest.NewCluster(t)
+			b := &backend{name: "redis-cluster", real: true, cluster: true, clusterAddrs: strings.Split(addrs, ","), prefix: randPrefix()}
+			t.Cleanup(func() { redistest.DeletePrefix(t, c, b.prefix) })
 			return b
 		}})
 	}
@@ -100,8 +126,20 @@ func (b *backend) client(t testing.TB, o clientOpts) redis.UniversalClient {
 		retries = -1
 	}
 	var c redis.UniversalClient
-	if b.cluster {
+	switch {
+	case b.clusterAddrs != nil:
+		if o.addr != "" {
+			t.Skip("no proxy in front of a real Redis Cluster")
+		}
 		c = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:      b.clusterAddrs,
+			ClientName: o.name,
+			MaxRetries: retries,
+			Protocol:   b.protocol,
+		})
+	case b.cluster:
+		c = redis.NewClusterClient(&redis.ClusterOptions{
+			Protocol:   b.protocol,
 			ClientName: o.name,
 			MaxRetries: retries,
 			// One node serving every slot, at addr (possibly a proxy):
@@ -110,8 +148,8 @@ func (b *backend) client(t testing.TB, o clientOpts) redis.UniversalClient {
 				return []redis.ClusterSlot{{Start: 0, End: 16383, Nodes: []redis.ClusterNode{{Addr: addr}}}}, nil
 			},
 		})
-	} else {
-		c = redis.NewClient(&redis.Options{Addr: addr, ClientName: o.name, MaxRetries: retries})
+	default:
+		c = redis.NewClient(&redis.Options{Addr: addr, ClientName: o.name, MaxRetries: retries, Protocol: b.protocol})
 	}
 	c.AddHook(&redistest.SlotCheckHook{T: t})
 	t.Cleanup(func() { _ = c.Close() })

@@ -287,6 +287,9 @@ func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 
 	t.Run("EventsResumeAfterDroppedConnection", func(t *testing.T) {
 		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 100 * time.Millisecond})
+		if e.b.clusterAddrs != nil {
+			t.Skip("no proxy in front of a real Redis Cluster")
+		}
 		p := newProxy(t, e.b.addr)
 		rq := streamq.New(e.b.client(t, clientOpts{addr: p.addr(), noRetries: true}), e.q.Config())
 		tail, err := rq.EventsTail(ctx)
@@ -331,8 +334,8 @@ func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 
 	t.Run("EventsResumeAfterClientKill", func(t *testing.T) {
 		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 2 * time.Second})
-		if !e.b.real {
-			t.Skip("CLIENT KILL needs a real Redis (the proxy test covers miniredis)")
+		if !e.b.real || e.b.cluster {
+			t.Skip("CLIENT KILL needs a real single Redis (the proxy test covers miniredis)")
 		}
 		name := "streamq-reader-" + e.b.prefix
 		rq := streamq.New(e.b.client(t, clientOpts{name: name, noRetries: true}), e.q.Config())
