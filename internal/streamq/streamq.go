@@ -102,7 +102,8 @@ type Delivery struct {
 	// Payload is the opaque payload given to Add.
 	Payload []byte
 	// Attempt counts the deliveries of the entry, this one included: 1 for
-	// a first delivery.
+	// a first delivery; 0 when Read could not update the counter (Redis
+	// failed after delivering).
 	Attempt int
 	// Claims counts how many times the entry was claimed from an idle
 	// consumer (releases excepted); 0 for a delivery by Read.
@@ -430,6 +431,9 @@ func (q *Queue) withGroup(ctx context.Context, f func() error) error {
 // wait. It returns no deliveries and no error when none came. Every
 // delivery's attempt counter is incremented (Attempt is 1 for a first
 // delivery). Like Events, a blocking Read is not interrupted by ctx.
+// Deliveries are pending on consumer until acknowledged (Ack, DeadLetter),
+// handed back (Release) or claimed by another consumer once idle for
+// ClaimAfter: a worker calls Touch more often than that.
 func (q *Queue) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]Delivery, error) {
 	if count <= 0 {
 		count = 1
@@ -478,11 +482,8 @@ func (q *Queue) Read(ctx context.Context, consumer string, count int, block time
 		return nil
 	})
 	if err != nil {
-		// The entries are ours now (pending); report them as first
-		// attempts rather than lose them until they are claimed.
-		for i := range out {
-			out[i].Attempt = 1
-		}
+		// The entries are ours now (pending): hand them out with Attempt
+		// 0 (unknown) rather than leave them idle until claimed.
 		return out, nil
 	}
 	for i := range out {
