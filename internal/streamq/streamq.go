@@ -325,6 +325,13 @@ func (q *Queue) Events(ctx context.Context, fn func(event []byte)) error {
 // the events after that id were trimmed away meanwhile, it goes on from
 // the oldest one left. ctx is checked between reads: Events returns at
 // most about Config.EventsBlock after ctx ends.
+//
+// Stream ids come from the server's clock (milliseconds). When Redis
+// loses the stream (a restart with no persistence) it goes on with the
+// new entries, whose ids are above the last one read unless the new
+// server's clock is behind the old one's (a failover to a replica on a
+// host whose clock lags): then the events until the ids pass the last one
+// read are missed.
 func (q *Queue) EventsAfter(ctx context.Context, after string, fn func(event []byte)) error {
 	b := newBackoff()
 	for ctx.Err() == nil {
@@ -765,6 +772,46 @@ func (q *Queue) SetPartial(ctx context.Context, taskID string, p Partial, events
 		return fmt.Errorf("streamq: set partial %s: %w", taskID, err)
 	}
 	return nil
+}
+
+// setNewerPartialScript stores a partial unless the stored one is as new
+// or newer, and then only appends the events. KEYS: partial, events.
+// ARGV: attempt, seq, text, ttl ms, events maxlen, events….
+var setNewerPartialScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
+local cur = redis.call('HMGET', KEYS[1], 'a', 's')
+local a, s = tonumber(ARGV[1]), tonumber(ARGV[2])
+if cur[1] then
+  local ca, cs = tonumber(cur[1]), tonumber(cur[2])
+  if ca > a or (ca == a and cs >= s) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'a', ARGV[1], 's', ARGV[2], 't', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+for i = 6, #ARGV do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[i])
+end
+return 1
+`)
+
+// SetNewerPartial is SetPartial for writers that may be stale, such as a
+// worker whose entry was claimed away before it noticed: it stores p and
+// appends events, atomically, only when the stored partial of taskID is
+// older (a lower Attempt, or the same Attempt and a lower Seq) or absent,
+// and reports whether it did. A stale write changes nothing, so clients
+// never see the chunks of an attempt that was superseded.
+func (q *Queue) SetNewerPartial(ctx context.Context, taskID string, p Partial, events ...[]byte) (bool, error) {
+	args := make([]any, 0, 5+len(events))
+	args = append(args, p.Attempt, p.Seq, p.Text, q.cfg.KeyTTL.Milliseconds(), q.cfg.EventsMaxLen)
+	for _, e := range events {
+		args = append(args, e)
+	}
+	n, err := setNewerPartialScript.Run(ctx, q.rdb, []string{q.partialKey(taskID), q.events}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("streamq: set partial %s: %w", taskID, err)
+	}
+	return n == 1, nil
 }
 
 // ClearPartial deletes the partial answer of taskID.

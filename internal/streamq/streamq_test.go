@@ -557,6 +557,89 @@ func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 		assert.False(t, ok)
 	})
 
+	t.Run("SetNewerPartial", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{KeyTTL: time.Minute})
+		set := func(a, s int, text string, want bool) {
+			t.Helper()
+			ok, err := e.q.SetNewerPartial(ctx, "t1", streamq.Partial{Attempt: a, Seq: s, Text: text}, []byte(text))
+			require.NoError(t, err)
+			assert.Equal(t, want, ok, "%d/%d", a, s)
+		}
+		set(1, 1, "a", true)
+		set(1, 2, "ab", true)
+		set(1, 2, "ab-again", false)
+		set(2, 1, "x", true) // a new attempt starts over
+		set(1, 3, "abc", false)
+		set(2, 2, "xy", true)
+		p, ok, err := e.q.Partial(ctx, "t1")
+		require.NoError(t, err)
+		require.True(t, ok)
+		assert.Equal(t, streamq.Partial{Attempt: 2, Seq: 2, Text: "xy"}, p)
+		assert.Equal(t, []string{"a", "ab", "x", "xy"}, e.events(t), "stale writes push nothing")
+		ttl, err := e.c.PTTL(ctx, e.b.prefix+"{aq}:partial:t1").Result()
+		require.NoError(t, err)
+		assert.Positive(t, ttl)
+	})
+
+	t.Run("LimitUnderConcurrency", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{Limit: 50})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		added, full := 0, 0
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 20 {
+					_, err := e.q.Add(ctx, []byte("x"), []byte("ev"))
+					mu.Lock()
+					if errors.Is(err, streamq.ErrFull) {
+						full++
+					} else if assert.NoError(t, err) {
+						added++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		assert.Equal(t, 50, added)
+		assert.Equal(t, 110, full)
+		n, err := e.q.Len(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 50, n)
+		assert.Len(t, e.events(t), 50)
+	})
+
+	t.Run("EventsAfterDataLoss", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 100 * time.Millisecond})
+		require.NoError(t, e.q.Publish(ctx, []byte("old")))
+		tail, err := e.q.EventsTail(ctx)
+		require.NoError(t, err)
+		got := make(chan string, 100)
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			assert.NoError(t, e.q.EventsAfter(rctx, tail, func(ev []byte) { got <- string(ev) }))
+		}()
+		defer func() { cancel(); <-done }()
+		require.NoError(t, e.q.Publish(ctx, []byte("1")))
+		assert.Equal(t, "1", <-got)
+		e.b.loseData(t)
+		// Stream ids are the server's clock in ms: a restarted server
+		// generates ids above those it gave before only once its clock has
+		// moved on, which a real restart takes far longer than 2ms to do.
+		time.Sleep(2 * time.Millisecond)
+		require.NoError(t, e.q.Publish(ctx, []byte("2")))
+		select {
+		case ev := <-got:
+			assert.Equal(t, "2", ev)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event after the data loss")
+		}
+	})
+
 	t.Run("Cancels", func(t *testing.T) {
 		e := newEnv(t, newBackend, streamq.Config{})
 		ch, stop := e.q.Cancels(ctx)
