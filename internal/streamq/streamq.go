@@ -82,6 +82,10 @@ type Config struct {
 	// does not interrupt a blocking command when its context is cancelled.
 	// default: 1s
 	EventsBlock time.Duration
+	// OnError, when set, is told of the errors that Events and Cancels
+	// retry on their own (they return none), e.g. to log them. It must not
+	// block. default: nil
+	OnError func(err error)
 }
 
 // Partial is the latest partial answer of a task, as a worker wrote it.
@@ -309,6 +313,10 @@ func (q *Queue) Events(ctx context.Context, fn func(event []byte)) error {
 		if err == nil {
 			return q.EventsAfter(ctx, after, fn)
 		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		q.onError(err)
 		if !b.wait(ctx) {
 			return nil
 		}
@@ -345,6 +353,10 @@ func (q *Queue) EventsAfter(ctx context.Context, after string, fn func(event []b
 			continue
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			q.onError(fmt.Errorf("streamq: events: %w", err))
 			if !b.wait(ctx) {
 				return nil
 			}
@@ -361,6 +373,12 @@ func (q *Queue) EventsAfter(ctx context.Context, after string, fn func(event []b
 		}
 	}
 	return nil
+}
+
+func (q *Queue) onError(err error) {
+	if q.cfg.OnError != nil {
+		q.cfg.OnError(err)
+	}
 }
 
 // field returns the value of name in the fields of an entry.
@@ -826,10 +844,10 @@ func (q *Queue) ClearPartial(ctx context.Context, taskID string) error {
 // task ids Cancel publishes from then on, and a func that ends the
 // subscription. Cancels returns once Redis confirmed the subscription (or
 // its first attempt failed; go-redis keeps resubscribing). The channel is
-// closed, and no goroutine is left, once the func returned or ctx ended
-// and the channel was drained. Ids published while the subscriber is not
-// reading the channel wait for it (one at a time); ids published while the
-// connection is down are lost, as with any pub/sub.
+// closed, and no goroutine is left, when the func has returned; it also
+// closes soon after ctx ends (call the func anyway). The func may be
+// called more than once. Ids published while the connection is down are
+// lost, as with any pub/sub; errors go to Config.OnError.
 func (q *Queue) Cancels(ctx context.Context) (<-chan string, func()) {
 	ps := q.rdb.Subscribe(ctx, q.cancel)
 	_, _ = ps.Receive(ctx) // wait for the confirmation
@@ -855,6 +873,7 @@ func (q *Queue) Cancels(ctx context.Context) (<-chan string, func()) {
 				if errors.Is(err, redis.ErrClosed) {
 					return
 				}
+				q.onError(fmt.Errorf("streamq: cancels: %w", err))
 				if !b.wait(ctx) {
 					return
 				}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,7 +287,8 @@ func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 	})
 
 	t.Run("EventsResumeAfterDroppedConnection", func(t *testing.T) {
-		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 100 * time.Millisecond})
+		var errs atomic.Int64
+		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 100 * time.Millisecond, OnError: func(error) { errs.Add(1) }})
 		if e.b.clusterAddrs != nil {
 			t.Skip("no proxy in front of a real Redis Cluster")
 		}
@@ -325,6 +327,7 @@ func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 		for _, w := range []string{"3", "4", "5"} {
 			next(w)
 		}
+		assert.Positive(t, errs.Load(), "the reader's errors reach OnError")
 		select {
 		case ev := <-got:
 			t.Fatalf("unexpected event %q", ev)
