@@ -782,6 +782,39 @@ func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 		assert.Zero(t, l)
 	})
 
+	t.Run("CrashedWorkerLosesNothing", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{ClaimAfter: 100 * time.Millisecond})
+		const n = 30
+		for i := range n {
+			_, err := e.q.Add(ctx, []byte(strconv.Itoa(i)))
+			require.NoError(t, err)
+		}
+		// w1 takes a third and dies silently.
+		ds, err := e.q.Read(ctx, "w1", n/3, 0)
+		require.NoError(t, err)
+		require.Len(t, ds, n/3)
+		answered := map[string]int{}
+		require.Eventually(t, func() bool {
+			ds, err := e.q.Read(ctx, "w2", 5, 0)
+			require.NoError(t, err)
+			cs, err := e.q.Claim(ctx, "w2", 5)
+			require.NoError(t, err)
+			for _, d := range append(ds, cs...) {
+				require.False(t, d.Dead)
+				answered[string(d.Payload)]++
+				require.NoError(t, e.q.Ack(ctx, d.ID))
+			}
+			l, err := e.q.Len(ctx)
+			require.NoError(t, err)
+			return l == 0
+		}, 10*time.Second, 20*time.Millisecond)
+		assert.Len(t, answered, n)
+		for k, v := range answered {
+			assert.Equal(t, 1, v, k)
+		}
+		assert.EqualValues(t, 0, e.pending(t))
+	})
+
 	t.Run("ContextErrors", func(t *testing.T) {
 		e := newEnv(t, newBackend, streamq.Config{})
 		cctx, cancel := context.WithCancel(ctx)
