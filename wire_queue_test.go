@@ -47,7 +47,7 @@ func (r *sharedRedis) worker(t *testing.T, a socketio.Answerer) *socketio.Worker
 	w, err := socketio.NewWorker(socketio.WorkerOptions{
 		Queue:    socketio.NewRedisQueue(r.client(t), r.queueOpts()),
 		Answerer: a,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:   queueLogger(),
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -56,6 +56,15 @@ func (r *sharedRedis) worker(t *testing.T, a socketio.Answerer) *socketio.Worker
 		assert.NoError(t, w.Close(ctx))
 	})
 	return w
+}
+
+// queueLogger is the logger of the queue tests' workers: quiet, or on
+// stderr at debug level with QA_TEST_LOG=1.
+func queueLogger() *slog.Logger {
+	if os.Getenv("QA_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 // streamedAnswer is what one socket saw of a streamed task.
@@ -305,7 +314,7 @@ func runWorkerChild(spec string) {
 			mu.Unlock()
 			select {}
 		}),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: queueLogger(),
 	})
 	if err != nil {
 		fmt.Println("ERROR", err)
@@ -322,6 +331,7 @@ func startWorkerChild(t *testing.T, r *sharedRedis) (*exec.Cmd, <-chan string) {
 	require.NoError(t, err)
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), workerChildEnv+"="+r.opts.Addr+"|"+r.prefix)
+	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -437,7 +447,7 @@ func TestQueueWorkerCloseReleases(t *testing.T) {
 				<-ctx.Done()
 				return socketio.Answer{}, ctx.Err()
 			}),
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Logger: queueLogger(),
 		})
 		require.NoError(t, err)
 		id := okReply(t, "ask", call(t, c, "ask_question", "What is Socket.IO?"))["task_id"]
@@ -448,7 +458,7 @@ func TestQueueWorkerCloseReleases(t *testing.T) {
 		second, err := socketio.NewWorker(socketio.WorkerOptions{
 			Queue:    socketio.NewRedisQueue(r.client(t), socketio.RedisQueueOptions{Prefix: r.prefix, ClaimAfter: time.Hour}),
 			Answerer: testKB(t).Answerer(socketio.KBAnswererOptions{}),
-			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Logger:   queueLogger(),
 		})
 		require.NoError(t, err)
 		t.Cleanup(func() { second.Close(context.Background()) })

@@ -198,7 +198,9 @@ func (w *Worker) readLoop() {
 		case <-w.take.Done():
 			return
 		}
-		n := 1 + w.freeSlots()
+		// One at a time: a slot held in a blocking read is one the claim
+		// loop cannot use.
+		const n = 1
 		ds, err := w.q.q.Read(w.take, w.opts.Name, n, time.Second)
 		if err != nil && w.take.Err() == nil {
 			w.logger.Warn("socketio: worker cannot read the queue", "err", err)
@@ -210,8 +212,7 @@ func (w *Worker) readLoop() {
 	}
 }
 
-// freeSlots takes every free slot but one already held, and returns how
-// many it took.
+// freeSlots takes every free slot and returns how many it took.
 func (w *Worker) freeSlots() int {
 	n := 0
 	for {
