@@ -19,13 +19,17 @@ type queueNode struct {
 	srv *Server
 	q   *RedisQueue
 
+	// mu also orders the pushes: deliver emits under it.
 	mu       sync.Mutex
 	stopping bool
 	ended    boundedSet // tasks whose end went by: later events of them are dropped
+	// held keeps the events of tasks this node took whose reply is not
+	// sent yet: nothing of a task may reach a client before that reply.
+	held map[string][]taskEvent
 }
 
 func newQueueNode(s *Server, q *RedisQueue) *queueNode {
-	n := &queueNode{srv: s, q: q, ended: newBoundedSet(1 << 16)}
+	n := &queueNode{srv: s, q: q, ended: newBoundedSet(1 << 16), held: map[string][]taskEvent{}}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -36,11 +40,14 @@ func newQueueNode(s *Server, q *RedisQueue) *queueNode {
 	return n
 }
 
-// accept stores a new pending task for ev. It refuses with unavailable, and
-// stores nothing, when the queue is full. The question enters the queue in
-// start, once the reply is sent, so that nothing of the task reaches a
-// client before it: a question that races others into the last places of
-// the queue may still find it full then, and ends as failed.
+// accept stores a new pending task for ev and puts it into the queue, with
+// its pending task_status. It refuses with unavailable, and stores nothing,
+// when the queue is full. The task enters the queue before the reply is
+// sent, so that a node dying right after its reply loses no question; its
+// events are held here until start, after the reply. Should the queue
+// refuse it after it was stored (a question that raced others into the
+// last places, or Redis failing just then), the task is stored as failed
+// and the client is told so after the reply.
 func (n *queueNode) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 	n.mu.Lock()
 	stopping := n.stopping
@@ -78,25 +85,22 @@ func (n *queueNode) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 	if err != nil {
 		return nil, storageErr(err)
 	}
-	return &taskRun{task: t, caller: c.caller}, nil
+	run := &taskRun{task: t, caller: c.caller}
+	n.mu.Lock()
+	n.held[t.ID] = nil
+	n.mu.Unlock()
+	entry, _ := json.Marshal(queueEntry{Owner: t.Owner, TaskID: t.ID, Caller: run.caller})
+	if _, err := n.q.q.Add(ctx, entry, encodeEvent(t, false, push{"task_status", taskStatusEvent(t)})); err != nil {
+		n.refused(ctx, run, err)
+	}
+	return run, nil
 }
 
-func (n *queueNode) full() error {
-	return &Error{Code: CodeUnavailable, Message: "too many questions are waiting; try again shortly", RetryAfter: n.q.opts.RetryAfter}
-}
-
-// start puts an accepted task into the queue, with its pending
-// task_status. When the queue cannot take it, the task ends as failed.
-func (n *queueNode) start(run *taskRun) {
+// refused ends a stored task the queue did not take. Its end is held with
+// the task's other events until start.
+func (n *queueNode) refused(ctx context.Context, run *taskRun, err error) {
 	s := n.srv
 	t := run.task
-	entry, _ := json.Marshal(queueEntry{Owner: t.Owner, TaskID: t.ID, Caller: run.caller})
-	ctx, cancel := s.storageCtx()
-	defer cancel()
-	_, err := n.q.q.Add(ctx, entry, encodeEvent(t, false, push{"task_status", taskStatusEvent(t)}))
-	if err == nil {
-		return
-	}
 	msg := "the answer queue is unavailable"
 	if errors.Is(err, streamq.ErrFull) {
 		msg = "too many questions are waiting"
@@ -111,7 +115,27 @@ func (n *queueNode) start(run *taskRun) {
 		return
 	}
 	if applied || ownWrite(nt, u) {
-		s.tasks.pushEnd(nt)
+		var ev taskEvent
+		_ = json.Unmarshal(encodeEvent(nt, true, endPushes(nt)...), &ev)
+		n.mu.Lock()
+		n.held[t.ID] = append(n.held[t.ID], ev)
+		n.mu.Unlock()
+	}
+}
+
+func (n *queueNode) full() error {
+	return &Error{Code: CodeUnavailable, Message: "too many questions are waiting; try again shortly", RetryAfter: n.q.opts.RetryAfter}
+}
+
+// start, once the reply is sent, pushes the events of the task that
+// arrived meanwhile, and those that follow as they come.
+func (n *queueNode) start(run *taskRun) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	held := n.held[run.task.ID]
+	delete(n.held, run.task.ID)
+	for _, ev := range held {
+		n.emitLocked(ev)
 	}
 }
 
@@ -158,15 +182,23 @@ func (n *queueNode) deliver(raw []byte) {
 		n.srv.logger.Warn("socketio: a malformed answer event", "err", err)
 		return
 	}
-	n.srv.logger.Debug("socketio: answer event", "task", ev.TaskID, "pushes", len(ev.Pushes), "final", ev.Final)
 	n.mu.Lock()
-	drop := n.ended.has(ev.TaskID)
-	if ev.Final && !drop {
-		n.ended.add(ev.TaskID)
-	}
-	n.mu.Unlock()
-	if drop {
+	defer n.mu.Unlock()
+	if held, ok := n.held[ev.TaskID]; ok {
+		n.held[ev.TaskID] = append(held, ev)
 		return
+	}
+	n.emitLocked(ev)
+}
+
+// emitLocked pushes ev to this node's sockets, unless its task has ended
+// already; the caller holds n.mu.
+func (n *queueNode) emitLocked(ev taskEvent) {
+	if n.ended.has(ev.TaskID) {
+		return
+	}
+	if ev.Final {
+		n.ended.add(ev.TaskID)
 	}
 	rooms := make([]socket.Room, len(ev.Rooms))
 	for i, r := range ev.Rooms {

@@ -282,10 +282,14 @@ func TestRedisAnswerEndAfterDataLoss(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 				g.open()
 				statuses, chunks, end := streamedEnd(t, c, id)
-				assert.Equal(t, []string{"pending", "processing", "failed"}, statuses)
 				if queue == "local" {
+					assert.Equal(t, []string{"pending", "processing", "failed"}, statuses)
 					assert.Equal(t, 2, chunks)
 				} else {
+					// Events in the stream when Redis lost its data are
+					// lost with it; what comes after arrives.
+					require.NotEmpty(t, statuses)
+					assert.Equal(t, "failed", statuses[len(statuses)-1])
 					assert.Positive(t, chunks, "the two deltas, in one chunk or two")
 				}
 				require.Equal(t, "answer_error", end.Name)

@@ -142,9 +142,8 @@ func NewWorker(opts WorkerOptions) (*Worker, error) {
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.take, w.stopTake = context.WithCancel(w.ctx)
 	cancels, unsubscribe := w.q.q.Cancels(w.ctx)
-	w.loops.Add(4)
-	go w.readLoop()
-	go w.claimLoop()
+	w.loops.Add(3)
+	go w.takeLoop()
 	go w.renewLoop()
 	go w.cancelLoop(cancels, unsubscribe)
 	return w, nil
@@ -188,9 +187,15 @@ func (w *Worker) Close(ctx context.Context) error {
 	return w.closeErr
 }
 
-// readLoop takes new questions whenever a slot is free.
-func (w *Worker) readLoop() {
+// takeLoop takes questions whenever a slot is free: those of workers that
+// went silent (and those released by workers that stopped) first, when a
+// claim is due, then new ones. Claims come first so that, under a steady
+// load, taking over a dead worker's answers does not wait for the backlog.
+func (w *Worker) takeLoop() {
 	defer w.loops.Done()
+	// At least every second: a released question is claimable at once.
+	every := min(max(w.q.opts.ClaimAfter/4, 10*time.Millisecond), time.Second)
+	var lastClaim time.Time
 	backoff := newBackoff()
 	for w.take.Err() == nil {
 		select {
@@ -198,17 +203,37 @@ func (w *Worker) readLoop() {
 		case <-w.take.Done():
 			return
 		}
-		// One at a time: a slot held in a blocking read is one the claim
-		// loop cannot use.
-		const n = 1
-		ds, err := w.q.q.Read(w.take, w.opts.Name, n, time.Second)
+		if time.Since(lastClaim) >= every {
+			lastClaim = time.Now()
+			n := 1 + w.freeSlots()
+			ctx, cancel := context.WithTimeout(w.take, w.opts.StorageTimeout)
+			ds, err := w.q.q.Claim(ctx, w.opts.Name, n)
+			cancel()
+			if err != nil && w.take.Err() == nil {
+				w.logger.Warn("socketio: worker cannot claim from the queue", "err", err)
+			}
+			for _, d := range ds {
+				w.logger.Info("socketio: took over a question from a silent worker", "entry", d.ID, "attempt", d.Attempt, "claims", d.Claims)
+			}
+			if len(ds) > 0 {
+				w.run(ds, n)
+				continue
+			}
+			for range n - 1 { // keep one slot for the read
+				<-w.slots
+			}
+		}
+		// One at a time: a slot held in a blocking read is one a claim
+		// cannot use.
+		block := min(time.Second, max(every-time.Since(lastClaim), time.Millisecond))
+		ds, err := w.q.q.Read(w.take, w.opts.Name, 1, block)
 		if err != nil && w.take.Err() == nil {
 			w.logger.Warn("socketio: worker cannot read the queue", "err", err)
 			backoff.wait(w.take)
 		} else {
 			backoff.reset()
 		}
-		w.run(ds, n)
+		w.run(ds, 1)
 	}
 }
 
@@ -240,37 +265,6 @@ func (w *Worker) run(ds []streamq.Delivery, n int) {
 			defer w.answers.Done()
 			w.handle(d)
 		}()
-	}
-}
-
-// claimLoop takes the questions of workers that went silent, and those
-// released by workers that stopped.
-func (w *Worker) claimLoop() {
-	defer w.loops.Done()
-	// At least every second: a released question is claimable at once.
-	every := min(max(w.q.opts.ClaimAfter/4, 10*time.Millisecond), time.Second)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.take.Done():
-			return
-		case <-t.C:
-		}
-		n := w.freeSlots()
-		if n == 0 {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(w.take, w.opts.StorageTimeout)
-		ds, err := w.q.q.Claim(ctx, w.opts.Name, n)
-		cancel()
-		if err != nil && w.take.Err() == nil {
-			w.logger.Warn("socketio: worker cannot claim from the queue", "err", err)
-		}
-		for _, d := range ds {
-			w.logger.Info("socketio: took over a question from a silent worker", "entry", d.ID, "attempt", d.Attempt, "claims", d.Claims)
-		}
-		w.run(ds, n)
 	}
 }
 
@@ -344,6 +338,7 @@ func (w *Worker) storageCtx() (context.Context, context.CancelFunc) {
 
 // handle answers one question of the queue.
 func (w *Worker) handle(d streamq.Delivery) {
+	d.Attempt = max(d.Attempt, 1) // 0 when its counter could not be kept
 	var e queueEntry
 	if err := json.Unmarshal(d.Payload, &e); err != nil || e.TaskID == "" || e.Owner == "" {
 		w.logger.Error("socketio: a malformed entry in the answer queue", "entry", d.ID, "err", err)
