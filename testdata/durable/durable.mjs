@@ -253,11 +253,14 @@ class Task {
     this.interrupted = false; // the session lost its socket while the task was open
     this.attempts = new Map(); // attempt -> Map(seq -> delta), from every socket
     this.partial = null; // the get_task partial after a reconnect
+    this.partialRec = null; // the socket whose get_task gave it
+    this.seq0Rec = new Map(); // attempt -> the socket that got its chunk seq 0
     this.pushes = 0; // "answer" events
     this.answer = null; // the first "answer" payload
     this.completedSeen = false; // a task_status completed before the answer
     this.viaGetTask = null; // the completed Task a get_task returned after a reconnect
     this.statuses = [];
+    this.trail = []; // what the session saw, in order, for failure messages
     this.done = deferred();
     this.finished = false;
     this.phase = 1;
@@ -301,6 +304,8 @@ class Session {
     this.cur = null;
     this.live = deferred();
     this.lostNode = false;
+    this.nsock = 0;
+    this.openAtLoss = new Set(); // tasks open when a socket was lost
     this.recovering = null; // the promise of recover, once the session lost its node
   }
 
@@ -316,6 +321,7 @@ class Session {
   // connect opens a socket to node, resuming the session when it has one.
   async connect(node) {
     const rec = new SockRec(this, node);
+    rec.name = `s${this.i}.${++this.nsock}@${node.name}`;
     const auth = this.token ? { resume: this.token } : {};
     const sock = io(node.url, { transports: ['websocket'], forceNew: true, reconnection: false, timeout: 8000, auth });
     rec.sock = sock;
@@ -345,6 +351,7 @@ class Session {
     }
     this.token = c.resume_token;
     rec.connected = true;
+    for (const t of this.tasks.values()) if (!t.finished) t.trail.push(`${rec.name}:connected`);
     this.cur = rec;
     this.node = node;
     this.live.resolve(rec);
@@ -355,6 +362,7 @@ class Session {
     if (!isObj(p) || typeof p.task_id !== 'string') return;
     const t = this.task(p.task_id);
     t.statuses.push(p.status);
+    t.trail.push(`${rec.name}:${p.status}`);
     if (p.status === 'completed') t.completedSeen = true;
     if (p.status === 'failed' || p.status === 'cancelled') fail('no_answer_error', `session ${this.i}: task ${t.id} status ${p.status}`);
   }
@@ -374,6 +382,8 @@ class Session {
       fail('chunk_order', `session ${this.i}: task ${t.id}: attempt ${p.attempt} seq ${p.seq} arrived twice with different deltas`);
     }
     m.set(p.seq, p.delta);
+    if (p.seq === 0 && !t.seq0Rec.has(p.attempt)) t.seq0Rec.set(p.attempt, rec);
+    t.trail.push(`${rec.name}:chunk ${p.attempt}/${p.seq}`);
     const top = rec.maxAttempt.get(t.id) || 0;
     if (p.attempt < top) stats.staleChunks++; // a client drops these
     rec.maxAttempt.set(t.id, Math.max(top, p.attempt));
@@ -398,6 +408,7 @@ class Session {
     }
     const t = this.task(p.task_id);
     t.pushes++;
+    t.trail.push(`${rec.name}:answer`);
     if (t.pushes > 1) {
       fail('one_answer_per_task', `session ${this.i}: task ${t.id}: "answer" number ${t.pushes} (on ${rec.node.name})`);
       return;
@@ -413,11 +424,16 @@ class Session {
 
   onDisconnect(rec, reason) {
     rec.connected = false;
+    for (const t of this.tasks.values()) if (!t.finished) t.trail.push(`${rec.name}:disconnect`);
     for (const p of rec.pending) p.reject(new Disconnected(reason));
     rec.pending.clear();
     if (rec !== this.cur || closing) return;
     this.live = deferred();
-    for (const t of this.tasks.values()) if (!t.finished) t.interrupted = true;
+    for (const t of this.tasks.values()) {
+      if (t.finished) continue;
+      t.interrupted = true;
+      this.openAtLoss.add(t);
+    }
     if (!rec.node.killed) {
       fail('processes', `session ${this.i}: disconnected from ${rec.node.name}, which was not killed: ${reason}`);
     }
@@ -432,7 +448,11 @@ class Session {
     const node = nodes.find((n) => !n.killed);
     stats.reconnected++;
     const rec = await this.connect(node);
-    await Promise.all([...this.tasks.values()].filter((t) => !t.finished).map((t) => this.refresh(rec, t)));
+    // Every task open when the socket went, even one whose answer reached
+    // the new socket already: the partial is what a client would show.
+    const lost = [...this.openAtLoss];
+    this.openAtLoss.clear();
+    await Promise.all(lost.map((t) => this.refresh(rec, t)));
     for (const item of await this.history(rec)) {
       if (this.tasks.has(item.task_id)) continue;
       const t = this.task(item.task_id);
@@ -457,6 +477,7 @@ class Session {
       return;
     }
     const task = r.task;
+    t.trail.push(`${rec.name}:get_task ${task.status}${task.partial ? ` partial ${task.partial.attempt}/${task.partial.seq}` : ''}`);
     if (task.status === 'completed') {
       t.viaGetTask = task;
       t.finish();
@@ -466,6 +487,7 @@ class Session {
         fail('resume', `session ${this.i}: task ${t.id}: malformed partial ${j(pt)}`);
       } else if (!t.partial || pt.attempt > t.partial.attempt || (pt.attempt === t.partial.attempt && pt.seq > t.partial.seq)) {
         t.partial = pt;
+        t.partialRec = rec;
       }
     } else if (task.status !== 'pending' && task.status !== 'processing') {
       fail('tasks_completed', `session ${this.i}: task ${t.id} is ${task.status} after resuming: ${j(task)}`);
@@ -572,7 +594,7 @@ async function slot(sess, k) {
 
 // checkTask checks one finished task against the final get_task.
 function checkTask(t, final) {
-  const where = `session ${t.sess.i} task ${t.id}${t.interrupted ? ' (its session lost its node)' : ''}`;
+  const where = `session ${t.sess.i} task ${t.id}${t.interrupted ? ` (its session lost its node; it saw: ${t.trail.join(', ')})` : ''}`;
   if (!isObj(final) || final.status !== 'completed') {
     fail('tasks_completed', `${where}: get_task at the end: ${j(final)}`);
     return;
@@ -620,9 +642,13 @@ function checkTask(t, final) {
     if (!m.has(seq)) { gap = seq; break; }
     text += m.get(seq);
   }
-  // Whole when the session heard the end: the answer was pushed to it
-  // after the socket that took the rest of the attempt joined.
-  const heardEnd = t.pushes === 1 && !t.viaGetTask;
+  // Whole when the socket that got the answer also got the rest of the
+  // attempt: all of it, or all after a partial that socket's get_task
+  // returned. A session without a socket while chunks were pushed has only
+  // pieces (its client shows the answer from "answer" or get_task).
+  const fromStart = !t.interrupted || (t.answerRec && t.seq0Rec.get(a) === t.answerRec);
+  const fromPartial = t.partial && t.partial.attempt === a && t.partial.seq >= 0 && t.partialRec === t.answerRec;
+  const heardEnd = t.pushes === 1 && (fromStart || fromPartial);
   if (gap !== null) {
     if (heardEnd) fail('chunks_join_to_answer', `${where}: attempt ${a} lacks chunk seq ${gap} (seen ${j([...m.keys()].sort((x, y) => x - y))}, partial ${j(t.partial)})`);
     if (!final.answer.startsWith(text)) fail('chunks_join_to_answer', `${where}: chunks of attempt ${a} before seq ${gap} are not a prefix of the answer: ${j(text)}`);
