@@ -240,8 +240,9 @@ function startWorker() {
 class Disconnected extends Error {}
 
 let tasksCompleted = 0;
+let workerKilledAt = 0;
 let killWorkerHook = null; // called as answers complete, until it fires
-const stats = { tooManyTasks: 0, unavailable: 0, lostAsks: 0, adopted: 0, reconnected: 0, staleChunks: 0 };
+const stats = { interrupted: 0, interruptedWhole: 0, partials: 0, getTaskOnly: 0, tooManyTasks: 0, unavailable: 0, lostAsks: 0, adopted: 0, reconnected: 0, staleChunks: 0 };
 
 // Task is what one session saw of one task, over all its sockets.
 class Task {
@@ -383,6 +384,7 @@ class Session {
     }
     m.set(p.seq, p.delta);
     if (p.seq === 0 && !t.seq0Rec.has(p.attempt)) t.seq0Rec.set(p.attempt, rec);
+    if (p.attempt >= 2 && !t.retryAt) t.retryAt = Date.now();
     t.trail.push(`${rec.name}:chunk ${p.attempt}/${p.seq}`);
     const top = rec.maxAttempt.get(t.id) || 0;
     if (p.attempt < top) stats.staleChunks++; // a client drops these
@@ -610,6 +612,11 @@ function checkTask(t, final) {
   }
   if (final.partial !== undefined) fail('tasks_completed', `${where}: a completed task still has partial ${j(final.partial)}`);
   if (t.pushes > 1) return; // failed already
+  if (t.interrupted) {
+    stats.interrupted++;
+    if (t.partial && t.partial.seq >= 0) stats.partials++;
+    if (t.pushes === 0) stats.getTaskOnly++;
+  }
   if (t.pushes === 0 && !t.interrupted) {
     fail('one_answer_per_task', `${where}: no "answer" on the socket that asked, which stayed connected`);
   }
@@ -649,6 +656,7 @@ function checkTask(t, final) {
   const fromStart = !t.interrupted || (t.answerRec && t.seq0Rec.get(a) === t.answerRec);
   const fromPartial = t.partial && t.partial.attempt === a && t.partial.seq >= 0 && t.partialRec === t.answerRec;
   const heardEnd = t.pushes === 1 && (fromStart || fromPartial);
+  if (t.interrupted && heardEnd) stats.interruptedWhole++;
   if (gap !== null) {
     if (heardEnd) fail('chunks_join_to_answer', `${where}: attempt ${a} lacks chunk seq ${gap} (seen ${j([...m.keys()].sort((x, y) => x - y))}, partial ${j(t.partial)})`);
     if (!final.answer.startsWith(text)) fail('chunks_join_to_answer', `${where}: chunks of attempt ${a} before seq ${gap} are not a prefix of the answer: ${j(text)}`);
@@ -686,6 +694,16 @@ function retriedCount(phase) {
   return n;
 }
 
+// retryDelays says how long after the worker kill the answers it held
+// streamed again (first chunk of attempt 2 seen): a measurement, not a check.
+function retryDelays() {
+  const ds = [];
+  for (const s of sessions) for (const t of s.tasks.values()) if (t.retryAt && workerKilledAt) ds.push(t.retryAt - workerKilledAt);
+  if (ds.length === 0) return 'none seen';
+  ds.sort((a, b) => a - b);
+  return `${(ds[0] / 1000).toFixed(1)}-${(ds[ds.length - 1] / 1000).toFixed(1)} s after the worker kill (claim-after ${args['claim-after']})`;
+}
+
 // ---------------------------------------------------------------- run
 
 async function phase1() {
@@ -709,6 +727,7 @@ async function phase1() {
       const w = workers[0];
       note(`SIGKILL ${w.name} (pid ${w.child.pid}) after ${tasksCompleted} answers`);
       w.kill('SIGKILL');
+      workerKilledAt = Date.now();
       setTimeout(() => {
         const n = nodes[NODES - 1];
         n.killed = true;
@@ -862,7 +881,9 @@ async function main() {
   try {
     const { total, retried, secs, workers } = await phase1();
     summary = `# durable summary: ${total} tasks over ${CLIENTS} sessions on ${NODES} nodes, ${WORKERS} workers; ` +
-      `${retried} answered again (attempt >= 2); ${stats.reconnected} sessions resumed on another node; ` +
+      `${retried} answered again (attempt >= 2), streaming again ${retryDelays()}; ${stats.reconnected} sessions resumed on another node ` +
+      `with ${stats.interrupted} tasks open (${stats.partials} with a partial, ${stats.interruptedWhole} streamed whole to the new socket, ` +
+      `${stats.getTaskOnly} finished unseen, read with get_task); ` +
       `${stats.lostAsks} asks lost with the node (${stats.adopted} found in history); ` +
       `${stats.tooManyTasks} too_many_tasks retries; ${stats.staleChunks} chunks of a superseded attempt; phase 1 ${secs.toFixed(1)} s`;
     if (PHASE2 > 0) await phase2(workers);
