@@ -28,7 +28,8 @@
 //   --kill-node-after MS (after the worker kill; default 700): then
 //     --burst-sessions N (default 50) idle sessions of the node to kill
 //     ask 3 questions each at once, and the node is killed when it has
-//     acknowledged a fifth of them (with 0: at its next acknowledgement)
+//     acknowledged a fifth of them (with 0: no burst, the node is killed
+//     at that time, whatever it is doing)
 //   --phase2-questions 20 (0: no phase 2)   --deadline MS (default 80000)
 //   --in-node: the nodes answer themselves (a qa-server without the durable
 //     queue); no worker processes, no kills, no phase 2. For trying the
@@ -795,15 +796,27 @@ async function phase1() {
         const n = nodes[NODES - 1];
         let acks = 0;
         const killAt = Math.max(1, Math.floor(BURST * 3 / 5));
-        ackHook = (rec, reply) => {
-          if (rec.node !== n || !isObj(reply) || reply.ok !== true) return;
-          if (BURST > 0 && ++acks < killAt) return;
-          ackHook = null;
+        const kill = (reply) => {
           n.killed = true;
           n.kill('SIGKILL');
-          note(`SIGKILL ${n.name} (pid ${n.child.pid}) after ${tasksCompleted} answers, just after it acknowledged task ${reply.task_id}` +
-            `${BURST ? ` and ${acks - 1} others of a burst of ${BURST * 3}` : ''}; its ${sessions.filter((s) => s.node === n).length} sessions move`);
+          if (!reply) {
+            note(`SIGKILL ${n.name} (pid ${n.child.pid}) after ${tasksCompleted} answers; its ${sessions.filter((s) => s.node === n).length} sessions move`);
+            killed.resolve();
+            return;
+          }
+          note(`SIGKILL ${n.name} (pid ${n.child.pid}) after ${tasksCompleted} answers, just after it acknowledged task ${reply.task_id} ` +
+            `and ${acks - 1} others of a burst of ${BURST * 3}; its ${sessions.filter((s) => s.node === n).length} sessions move`);
           killed.resolve();
+        };
+        if (BURST === 0) {
+          kill(null);
+          return;
+        }
+        ackHook = (rec, reply) => {
+          if (rec.node !== n || !isObj(reply) || reply.ok !== true) return;
+          if (++acks < killAt) return;
+          ackHook = null;
+          kill(reply);
         };
         for (const b of burst) {
           for (let k = 0; k < 3; k++) {

@@ -9,10 +9,13 @@
 # questions that must stay pending, and starts a worker that answers them.
 #
 # Usage: testdata/durable/run.sh
+# The node kill lands in a burst of 150 questions that node is taking:
+# every question it acknowledged must be answered all the same.
 # Environment: REDIS_URL (default redis://127.0.0.1:6379; a local Redis is
 # started when that one is down); DURABLE_ARGS adds arguments to the
-# driver (e.g. "--questions 200", "--in-node" for a server without the
-# queue: see durable.mjs); QA_SERVER_BIN / QA_WORKER_BIN use prebuilt
+# driver (e.g. "--questions 200"; "--burst-sessions 0" kills the node on a
+# timer instead of in a burst of questions it is taking; "--in-node" for a
+# server without the queue: see durable.mjs); QA_SERVER_BIN / QA_WORKER_BIN use prebuilt
 # binaries; DURABLE_RACE=1 builds them with -race (a race report fails the
 # run). Needs node (>= 18), npm, go and redis-cli. Exits non-zero if any
 # check failed.
