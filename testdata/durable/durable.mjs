@@ -15,7 +15,9 @@
 //   * within an attempt, chunks arrive in seq order without gaps on a
 //     socket connected throughout;
 //   * a session of the killed node resumes on the other node (same
-//     session_id) and finds its unfinished tasks there;
+//     session_id) and finds its unfinished tasks there; the node is killed
+//     in a burst of questions it is taking, and every question it
+//     acknowledged (or stored before it died) is answered;
 //   * some task was answered again (attempt >= 2): the kill hit mid-answer;
 //   * phase 2: with no worker left, questions stay pending; a new worker
 //     answers them all.
@@ -576,8 +578,6 @@ async function askOne(sess, question, phase) {
     const code = isObj(r) && isObj(r.error) ? r.error.code : undefined;
     if (code === 'too_many_tasks') {
       stats.tooManyTasks++;
-      sess.tooMany = (sess.tooMany || 0) + 1;
-      if (process.env.DURABLE_DEBUG && sess.tooMany === 1) note(`debug: session ${sess.i} too_many_tasks; knows ${[...sess.tasks.values()].filter((t) => !t.finished).length} open, lost ${sess.lostNode}`);
       await sleep(20);
     } else if (code === 'unavailable') {
       stats.unavailable++;
