@@ -2,6 +2,7 @@ package socketio
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -52,3 +53,23 @@ func StopNodeLease(s *Server) {
 // ParserSwapped reports whether Register replaced the server's parser in
 // place rather than finding it set by SetParser.
 func ParserSwapped(s *Server) bool { return s.parserSwapped }
+
+// FrozenCreate is a RedisStorage (leases included) whose CreateTask stores
+// the task and then blocks until frozen is closed, as if its node died
+// right after storing it.
+func FrozenCreate(s *RedisStorage, frozen <-chan struct{}) Storage {
+	return frozenCreate{s, frozen}
+}
+
+type frozenCreate struct {
+	*RedisStorage
+	frozen <-chan struct{}
+}
+
+func (f frozenCreate) CreateTask(ctx context.Context, t Task, maxOpen int) error {
+	if err := f.RedisStorage.CreateTask(ctx, t, maxOpen); err != nil {
+		return err
+	}
+	<-f.frozen
+	return errors.New("frozen")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,9 +79,18 @@ func (n *queueNode) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 		AskedAt:   now,
 		UpdatedAt: now,
 	}
-	err = s.storage.CreateTask(ctx, t, s.opts.MaxOpenTasks)
-	if errors.Is(err, ErrTooManyTasks) && s.tasks.settleStaleOf(ctx, c.owner, c.caller.SessionID) > 0 {
+	// The task is held by this node until it is in the queue, so that,
+	// should this node die in between, the sweep of another node queues it
+	// (see requeue).
+	err = s.tasks.hold(ctx, t)
+	if err == nil {
 		err = s.storage.CreateTask(ctx, t, s.opts.MaxOpenTasks)
+		if errors.Is(err, ErrTooManyTasks) && s.tasks.settleStaleOf(ctx, c.owner, c.caller.SessionID) > 0 {
+			err = s.storage.CreateTask(ctx, t, s.opts.MaxOpenTasks)
+		}
+		if err != nil {
+			s.tasks.release(t)
+		}
 	}
 	if err != nil {
 		return nil, storageErr(err)
@@ -93,7 +103,29 @@ func (n *queueNode) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 	if _, err := n.q.q.Add(ctx, entry, encodeEvent(t, false, push{"task_status", taskStatusEvent(t)})); err != nil {
 		n.refused(ctx, run, err)
 	}
+	s.tasks.release(t)
 	return run, nil
+}
+
+// requeue puts into the queue a task that a dead node held: it had stored
+// the task and died before (or just after) queueing it. A task no longer
+// pending made it into the queue; one queued twice is answered once (see
+// Worker).
+func (n *queueNode) requeue(ctx context.Context, ref taskRef) error {
+	t, err := n.srv.storage.Task(ctx, ref.owner, ref.id)
+	if err != nil || t.Status != TaskPending {
+		return err
+	}
+	caller := Caller{SessionID: t.SessionID}
+	if user, ok := strings.CutPrefix(t.Owner, "u:"); ok {
+		caller.UserID = user
+	}
+	entry, _ := json.Marshal(queueEntry{Owner: t.Owner, TaskID: t.ID, Caller: caller})
+	if _, err := n.q.q.Add(ctx, entry, encodeEvent(t, false, push{"task_status", taskStatusEvent(t)})); err != nil {
+		return err
+	}
+	n.srv.logger.Warn("socketio: queued a question its node died with", "task", t.ID)
+	return nil
 }
 
 // refused ends a stored task the queue did not take. Its end is held with

@@ -111,6 +111,15 @@ func (r *taskRunner) settleNode(node string) {
 		return
 	}
 	for _, ref := range refs {
+		if s.queue != nil {
+			// With a RedisQueue a node holds a task only until it is
+			// queued: the dead node's answers go on on the workers.
+			if err := s.queue.requeue(ctx, ref); err != nil && !errors.Is(err, ErrNotFound) {
+				return
+			}
+			_ = s.nodes.releaseTask(ctx, node, ref)
+			continue
+		}
 		t, applied, err := s.storage.UpdateTask(ctx, ref.owner, ref.id, lostUpdate())
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return

@@ -465,3 +465,63 @@ func TestQueueWorkerCloseReleases(t *testing.T) {
 		assert.Equal(t, id, next(t, c, "answer")["task_id"])
 	})
 }
+
+// TestQueueSlowAnswerKeptByALiveWorker: an answer slower than ClaimAfter is
+// not taken over while its worker is alive (it renews its hold), though
+// another worker is there and idle.
+func TestQueueSlowAnswerKeptByALiveWorker(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, r *sharedRedis) {
+		ts := r.queueNode(t, socketio.Options{})
+		c, _ := ts.dial(t, sioclient.TransportWebsocket)
+		ans := newStepAnswerer(2)
+		r.worker(t, ans)
+		r.worker(t, ans)
+		id := okReply(t, "ask", call(t, c, "ask_question", map[string]any{"question": "What is Socket.IO?", "stream": true}))["task_id"]
+		q := <-ans.started
+		assert.Equal(t, 1, q.Attempt)
+		// Wait out several claim timeouts (300 ms) with the answer held.
+		for range 5 {
+			noEvent(t, c, "answer")
+			time.Sleep(200 * time.Millisecond)
+		}
+		select {
+		case q := <-ans.started:
+			t.Fatalf("taken over from a live worker: attempt %d", q.Attempt)
+		default:
+		}
+		ans.step <- struct{}{}
+		s := collect(t, c, id)
+		require.Equal(t, "answer", s.end.Name)
+		_, attempt := s.text()
+		assert.Equal(t, 1, attempt)
+	})
+}
+
+// TestQueueNodeDiesBeforeQueueing: a node dies between storing a question
+// and queueing it; another node's sweep queues it, and it is answered.
+func TestQueueNodeDiesBeforeQueueing(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, r *sharedRedis) {
+		frozen := make(chan struct{})
+		t.Cleanup(func() { close(frozen) })
+		store := socketio.NewRedisStorage(r.client(t), socketio.RedisStorageOptions{Prefix: r.prefix})
+		t.Cleanup(func() { store.Close() })
+		a := r.queueNode(t, socketio.Options{Storage: socketio.FrozenCreate(store, frozen), NodeTTL: 300 * time.Millisecond})
+		b := r.queueNode(t, socketio.Options{NodeTTL: 300 * time.Millisecond})
+		r.worker(t, testKB(t).Answerer(socketio.KBAnswererOptions{}))
+		ca, hello := a.dial(t, sioclient.TransportWebsocket)
+		cb, _ := b.dial(t, sioclient.TransportWebsocket, withAuth(map[string]any{"resume": hello["resume_token"]}))
+		require.NoError(t, ca.Emit("ask_question", "What is Socket.IO?"))
+		var id any
+		require.Eventually(t, func() bool {
+			items := okReply(t, "history", call(t, cb, "get_history"))["items"].([]any)
+			if len(items) == 1 {
+				id = items[0].(map[string]any)["task_id"]
+			}
+			return id != nil
+		}, 5*time.Second, 10*time.Millisecond, "the question is stored")
+		socketio.StopNodeLease(a.QA)
+		answer := next(t, cb, "answer")
+		assert.Equal(t, id, answer["task_id"])
+		noEvent(t, cb, "answer")
+	})
+}

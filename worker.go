@@ -363,9 +363,12 @@ func (w *Worker) handle(d streamq.Delivery) {
 		// Cancelled, or settled, while it waited; or answered by a worker
 		// that died between storing the end and acknowledging it (the end
 		// and the acknowledgement are pushed and written together): only
-		// workers complete tasks, so a completed one's end was not pushed.
+		// workers complete tasks, so a completed one's end was not pushed
+		// when this entry was taken from a dead worker. (A first delivery
+		// is a task queued twice, see queueNode.requeue: its end went out
+		// with the other entry.)
 		var end []byte
-		if t.Status == TaskCompleted {
+		if t.Status == TaskCompleted && d.Attempt > 1 {
 			end = encodeEvent(t, true, endPushes(t)...)
 		}
 		w.ack(d, end)
@@ -409,6 +412,12 @@ func (w *Worker) handle(d streamq.Delivery) {
 	}
 	if nt.Status.Finished() {
 		w.ack(d, nil) // cancelled just now; the canceller pushed the end
+		return
+	}
+	if !applied && d.Attempt == 1 {
+		// Processing already, yet this entry was never taken before: the
+		// task was queued twice, and the other entry's worker answers it.
+		w.ack(d, nil)
 		return
 	}
 	t = nt

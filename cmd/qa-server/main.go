@@ -57,6 +57,7 @@ type config struct {
 	queue            string
 	claimAfter       time.Duration
 	queueLimit       int
+	nodeTTL          time.Duration
 	// getenv reads the model server settings (QA_LLM_*, OPENAI_API_KEY).
 	getenv func(string) string
 }
@@ -119,6 +120,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.queue, "queue", envStr("QA_QUEUE", ""), "where questions wait for an answer: redis (the shared, durable queue; the default with -redis-url) or memory (each node answers its own questions; the default without) (env QA_QUEUE)")
 	fs.DurationVar(&c.claimAfter, "claim-after", envDur("QA_CLAIM_AFTER", 30*time.Second), "with the redis queue: how long a worker may be silent before its answers are taken over by another (env QA_CLAIM_AFTER)")
 	fs.IntVar(&c.queueLimit, "queue-limit", envInt("QA_QUEUE_LIMIT", 10000), "with the redis queue: unanswered questions it holds before ask_question is refused as unavailable (env QA_QUEUE_LIMIT)")
+	fs.DurationVar(&c.nodeTTL, "node-ttl", envDur("QA_NODE_TTL", 15*time.Second), "how long a node counts as alive after it last renewed its lease; the questions a dead node held are queued again, or settled, by the others (env QA_NODE_TTL)")
 	fs.StringVar(&c.trustedProxyList, "trusted-proxies", envStr("QA_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For is believed (env QA_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -274,6 +276,7 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 		authOpts.Redis, opts.Redis = rdb, rdb
 	}
 	opts.Workers = cfg.workers
+	opts.NodeTTL = cfg.nodeTTL
 	if cfg.workers == 0 {
 		opts.Workers = -1
 	}
