@@ -67,6 +67,7 @@ try {
       questions: { type: 'string', default: '1000' },
       'answer-delay': { type: 'string', default: '20ms' },
       'claim-after': { type: 'string', default: '2s' },
+      'node-ttl': { type: 'string', default: '2s' },
       concurrency: { type: 'string', default: '16' },
       'kill-worker-at': { type: 'string', default: '150' },
       'kill-node-after': { type: 'string', default: '700' },
@@ -218,7 +219,7 @@ const commonLimits = [
 async function startNode(i) {
   const argv = ['-addr', '127.0.0.1:0', '-redis-url', args['redis-url'], '-redis-prefix', PREFIX,
     '-answer-delay', args['answer-delay'], '-log-level', 'info', ...commonLimits];
-  if (!IN_NODE) argv.push('-workers', '0', '-claim-after', args['claim-after']);
+  if (!IN_NODE) argv.push('-workers', '0', '-claim-after', args['claim-after'], '-node-ttl', args['node-ttl']);
   const p = new Proc(`node${i}`, args['server-bin'], argv);
   for (let k = 0; k < 300 && p.alive(); k++) {
     const m = /http:\/\/127\.0\.0\.1:[0-9]+/.exec(fs.readFileSync(p.log, 'utf8'));
