@@ -62,6 +62,22 @@ func TestParseConfig(t *testing.T) {
 		{"bad env number", nil, map[string]string{"QA_MAX_CONNECTIONS_PER_IP": "ten"}, nil, true},
 		{"bad env duration", nil, map[string]string{"QA_ANSWER_DELAY": "soon"}, nil, true},
 		{"unknown flag", []string{"-nope"}, nil, nil, true},
+		{"queue: memory without Redis", nil, nil, func(t *testing.T, c config) {
+			assert.Equal(t, "memory", c.queue)
+			assert.Equal(t, 16, c.workers)
+		}, false},
+		{"queue: redis with Redis", []string{"-redis-url", "redis://127.0.0.1:6379"}, map[string]string{"QA_WORKERS": "0", "QA_CLAIM_AFTER": "2s"}, func(t *testing.T, c config) {
+			assert.Equal(t, "redis", c.queue)
+			assert.Zero(t, c.workers)
+			assert.Equal(t, 2*time.Second, c.claimAfter)
+		}, false},
+		{"queue: memory asked for with Redis", []string{"-redis-url", "redis://127.0.0.1:6379", "-queue", "memory"}, nil, func(t *testing.T, c config) {
+			assert.Equal(t, "memory", c.queue)
+		}, false},
+		{"no workers without the Redis queue", []string{"-workers", "0"}, nil, nil, true},
+		{"the Redis queue without Redis", []string{"-queue", "redis"}, nil, nil, true},
+		{"an unknown queue", []string{"-queue", "kafka"}, nil, nil, true},
+		{"negative workers", []string{"-workers", "-1", "-redis-url", "redis://127.0.0.1:6379"}, nil, nil, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
