@@ -653,6 +653,56 @@ func ExampleOptions_redis() {
 	// Output: storage in Redis: true
 }
 
+// Answering apart from the nodes: the nodes take questions into a
+// RedisQueue and answer none (Workers: -1); a Worker, in this process or
+// in another (cmd/qa-worker is one), answers them with its own Answerer.
+func ExampleNewWorker() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	queue := socketio.NewRedisQueue(rdb, socketio.RedisQueueOptions{
+		Prefix:     "qa:",            // the nodes' RedisPrefix
+		ClaimAfter: 30 * time.Second, // a silent worker's answers are taken over after this
+	})
+
+	// A node: it stores questions, queues them and pushes what workers send.
+	sio := socket.NewServer(nil, socketio.SetParser(socket.DefaultServerOptions()))
+	defer sio.Close(nil)
+	qa, err := socketio.Register(sio, socketio.Options{
+		Redis: rdb, Queue: queue, Workers: -1,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer qa.Close(context.Background())
+
+	// A worker with an answerer of its own.
+	w, err := socketio.NewWorker(socketio.WorkerOptions{
+		Queue: queue,
+		Answerer: socketio.AnswererFunc(func(ctx context.Context, q socketio.Question, chunks socketio.ChunkWriter) (socketio.Answer, error) {
+			_ = chunks.WriteChunk("You asked: ")
+			_ = chunks.WriteChunk(q.Text)
+			return socketio.Answer{Text: "You asked: " + q.Text}, nil
+		}),
+		Concurrency: 8,
+		Logger:      slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		panic(err)
+	}
+	// On SIGTERM: answers in progress finish until ctx ends, the rest go
+	// to the other workers.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fmt.Println("worker stopped:", w.Close(ctx))
+	// Output: worker stopped: <nil>
+}
+
 // The endpoint's path and CORS are settings of the Socket.IO server: set
 // them in its ServerOptions, and mount Handler at the same path. Here the
 // endpoint is /qa/ and only pages from https://app.example.com may call it
