@@ -151,6 +151,7 @@ type answersReport struct {
 	baseline   phaseResult // in-process pool
 	queued     phaseResult // node -workers 0 plus one qa-worker
 	baseName   string      // what the baseline node is
+	prefix     string      // of every Redis key of the run
 	notes      []string
 }
 
@@ -216,6 +217,7 @@ func runAnswers(ctx context.Context, cfg config) (*answersReport, error) {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	base := "qaload:" + hex.EncodeToString(rnd[:]) + ":"
+	rep.prefix = base
 	defer func() {
 		if err := cleanRedis(a.redisURL, base); err != nil {
 			rep.notes = append(rep.notes, "cleaning up Redis keys "+base+"*: "+err.Error())
