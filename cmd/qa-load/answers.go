@@ -470,8 +470,7 @@ func ask(ctx context.Context, c *sioclient.Client, spec loadSpec, w0, w1 time.Ti
 	var backoff time.Time // no asking before
 	for ctx.Err() == nil {
 		now := time.Now()
-		asking := now.Before(w1)
-		if !asking {
+		if !now.Before(w1) {
 			break
 		}
 		for len(open) < spec.perClient && now.Before(w1) && !now.Before(backoff) {
