@@ -61,6 +61,7 @@ type answersConfig struct {
 	stream           bool          // ask for streamed answers
 	warmup           time.Duration // unmeasured start of every phase
 	latencyClients   int
+	latencyInterval  time.Duration // least time between two questions of a latency client
 	latencyDuration  time.Duration // total over the latency rounds of both setups
 	markdown         bool
 	workerCountsFlag string
@@ -98,6 +99,9 @@ func (a answersConfig) validate() error {
 	}
 	if a.latencyDuration < 0 || a.latencyDuration > maxDuration {
 		errs = append(errs, fmt.Errorf("-latency-duration %s: want 0 to %s", a.latencyDuration, maxDuration))
+	}
+	if a.latencyInterval < 0 || a.latencyInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("-latency-interval %s: want 0 to 1m", a.latencyInterval))
 	}
 	if a.warmup < 0 || a.warmup > time.Minute {
 		errs = append(errs, fmt.Errorf("-warmup %s: want 0 to 1m", a.warmup))
@@ -323,7 +327,7 @@ func runAnswers(ctx context.Context, cfg config) (*answersReport, error) {
 	defer bNode.stop()
 	rep.baseline.workers = 0
 	rep.queued.workers = 1
-	lcfg := loadSpec{clients: a.latencyClients, perClient: 1, stream: a.stream,
+	lcfg := loadSpec{clients: a.latencyClients, perClient: 1, interval: a.latencyInterval, stream: a.stream,
 		transport: cfg.transport, timeout: cfg.timeout, warmup: a.warmup, window: rep.latPhase}
 	for round := range cfg.rounds {
 		type setup struct {
@@ -355,6 +359,7 @@ func runAnswers(ctx context.Context, cfg config) (*answersReport, error) {
 // loadSpec is what one phase asks of its clients.
 type loadSpec struct {
 	clients, perClient int
+	interval           time.Duration // least time between two questions of a client
 	stream             bool
 	transport          string
 	timeout            time.Duration
@@ -467,7 +472,7 @@ func ask(ctx context.Context, c *sioclient.Client, spec loadSpec, w0, w1 time.Ti
 	var r phaseResult
 	open := map[string]time.Time{} // task_id → when ask_question was sent
 	n := id
-	var backoff time.Time // no asking before
+	var backoff time.Time // no asking before: after a refusal, or spec.interval
 	for ctx.Err() == nil {
 		now := time.Now()
 		if !now.Before(w1) {
@@ -498,6 +503,9 @@ func ask(ctx context.Context, c *sioclient.Client, spec loadSpec, w0, w1 time.Ti
 				break
 			}
 			open[taskID] = t0
+			if spec.interval > 0 {
+				backoff = t0.Add(spec.interval)
+			}
 			now = time.Now()
 		}
 		// Wait for an event, but not past the end of the window or the
@@ -922,18 +930,21 @@ func (r *answersReport) write(w io.Writer) error {
 		}
 		return fmt.Sprintf("%.2f×", p.stats.rate()/one)
 	}
-	tput := [][]string{{"workers", "answers", "answers/s", "ratio to 1", "p50", "p99", "node CPU µs/answer", "worker CPU µs/answer", "errors"}}
+	tput := [][]string{{"workers", "answers", "answers/s", "ratio to 1", "node CPU µs/answer", "worker CPU µs/answer", "errors"}}
 	for _, p := range r.throughput {
 		s := &p.stats
 		tput = append(tput, []string{strconv.Itoa(p.workers), strconv.FormatInt(s.ok, 10), fmt.Sprintf("%.1f", s.rate()), ratio(p),
-			fmtLatency(s.hist.quantile(0.5)), fmtLatency(s.hist.quantile(0.99)),
 			fmtCPU(cpuPerAnswer(p.nodeCPU, s.ok)), fmtCPU(cpuPerAnswer(p.workCPU, s.ok)), strconv.FormatInt(s.errors, 10)})
 	}
 	if err := writeTable(bw, tput, a.markdown); err != nil {
 		return err
 	}
-	fmt.Fprintf(bw, "\nlatency (ask_question sent to answer received): %d clients × 1 open question, %d round(s) of %s (+%s warm-up) per setup, alternating\n",
-		a.latencyClients, c.rounds, r.latPhase.Round(time.Millisecond), a.warmup)
+	pace := ""
+	if a.latencyInterval > 0 {
+		pace = fmt.Sprintf(" at most every %s", a.latencyInterval)
+	}
+	fmt.Fprintf(bw, "\nlatency (ask_question sent to answer received): %d clients × 1 open question%s, %d round(s) of %s (+%s warm-up) per setup, alternating\n",
+		a.latencyClients, pace, c.rounds, r.latPhase.Round(time.Millisecond), a.warmup)
 	lat := [][]string{{"setup", "answers", "p50", "p90", "p99", "node CPU µs/answer", "worker CPU µs/answer", "errors"}}
 	for _, row := range []struct {
 		name string

@@ -40,9 +40,12 @@
 //     for a node with the in-process pool (-queue memory on Redis storage
 //     when qa-server has that flag, else a node without Redis) and for the
 //     node -workers 0 with one qa-worker; the two are measured in
-//     alternating rounds. It reports what the queue adds.
+//     alternating rounds. It reports what the queue adds. -latency-interval
+//     paces the clients when answers are fast (-stream=false, or no delay).
 //   - CPU: user plus system time per answer of the node and of the workers,
-//     read from /proc/<pid>/stat, so this mode is Linux only.
+//     read from /proc/<pid>/stat (Linux only, in 10 ms ticks), over the
+//     measured window; it includes what the processes do besides answering
+//     (polling Redis, timers), which weighs more the fewer answers per second.
 //
 // Every phase starts with -warmup, not measured; at its end the open
 // questions are cancelled and their ends awaited, so that no backlog
@@ -156,6 +159,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&a.stream, "stream", true, "answers mode: ask for streamed answers (the demo answerer pauses -answer-delay before each chunk)")
 	fs.DurationVar(&a.warmup, "warmup", time.Second, "answers mode: unmeasured start of every phase (at most 1m)")
 	fs.IntVar(&a.latencyClients, "latency-clients", 4, fmt.Sprintf("answers mode: clients of the latency phases, one open question each; keep it below -concurrency (1-%d)", maxClients))
+	fs.DurationVar(&a.latencyInterval, "latency-interval", 0, "answers mode: least time between two questions of a latency client, to keep the load light when answers are fast; 0: ask again as soon as the answer came (at most 1m)")
 	fs.DurationVar(&a.latencyDuration, "latency-duration", 0, "answers mode: total measuring time of the latency phases; 0: as -duration")
 	fs.BoolVar(&a.markdown, "markdown", false, "answers mode: print markdown tables")
 	if err := fs.Parse(args); err != nil {
