@@ -13,12 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,13 +168,33 @@ type phaseResult struct {
 	nodeCPU  time.Duration
 	workCPU  time.Duration
 	canceled int64 // questions cancelled at the end of a phase
+	// samples are the latencies of stats.ok, kept exactly (up to
+	// maxSamples): at a latency of 500 ms the histogram's buckets are
+	// 8 ms wide, too coarse for a difference of a few ms.
+	samples []time.Duration
 }
+
+// maxSamples bounds phaseResult.samples.
+const maxSamples = 1 << 20
 
 func (p *phaseResult) add(o phaseResult) {
 	p.stats.add(o.stats)
+	p.samples = append(p.samples, o.samples[:min(len(o.samples), maxSamples-len(p.samples))]...)
 	p.nodeCPU += o.nodeCPU
 	p.workCPU += o.workCPU
 	p.canceled += o.canceled
+}
+
+// quantile is the exact q-quantile (0 < q ≤ 1) of the samples, by the
+// nearest-rank method, or 0 without samples.
+func (p *phaseResult) quantile(q float64) time.Duration {
+	if len(p.samples) == 0 {
+		return 0
+	}
+	s := slices.Clone(p.samples)
+	slices.Sort(s)
+	rank := max(int(math.Ceil(q*float64(len(s)))), 1)
+	return s[rank-1]
 }
 
 // cpuPerAnswer is µs of CPU per answer, or -1 when nothing was answered.
@@ -327,7 +349,8 @@ func runAnswers(ctx context.Context, cfg config) (*answersReport, error) {
 	defer bNode.stop()
 	rep.baseline.workers = 0
 	rep.queued.workers = 1
-	lcfg := loadSpec{clients: a.latencyClients, perClient: 1, interval: a.latencyInterval, stream: a.stream,
+	// One question, so that every answer has the same number of chunks.
+	lcfg := loadSpec{clients: a.latencyClients, perClient: 1, question: loadQuestions[0], interval: a.latencyInterval, stream: a.stream,
 		transport: cfg.transport, timeout: cfg.timeout, warmup: a.warmup, window: rep.latPhase}
 	for round := range cfg.rounds {
 		type setup struct {
@@ -359,6 +382,7 @@ func runAnswers(ctx context.Context, cfg config) (*answersReport, error) {
 // loadSpec is what one phase asks of its clients.
 type loadSpec struct {
 	clients, perClient int
+	question           string        // asked every time; empty: loadQuestions in turn
 	interval           time.Duration // least time between two questions of a client
 	stream             bool
 	transport          string
@@ -479,7 +503,10 @@ func ask(ctx context.Context, c *sioclient.Client, spec loadSpec, w0, w1 time.Ti
 			break
 		}
 		for len(open) < spec.perClient && now.Before(w1) && !now.Before(backoff) {
-			q := loadQuestions[n%len(loadQuestions)]
+			q := spec.question
+			if q == "" {
+				q = loadQuestions[n%len(loadQuestions)]
+			}
 			n++
 			rctx, cancel := context.WithTimeout(ctx, spec.timeout)
 			t0 := time.Now()
@@ -580,6 +607,9 @@ func (r *phaseResult) receive(ctx context.Context, c *sioclient.Client, open map
 		if !at.Before(w0) && !at.After(w1) {
 			r.stats.ok++
 			r.stats.hist.record(at.Sub(t0))
+			if len(r.samples) < maxSamples {
+				r.samples = append(r.samples, at.Sub(t0))
+			}
 		}
 	case "answer_error":
 		if _, ok := open[taskID]; !ok {
@@ -956,14 +986,14 @@ func (r *answersReport) write(w io.Writer) error {
 			workerCPU = fmtCPU(cpuPerAnswer(row.p.workCPU, s.ok))
 		}
 		lat = append(lat, []string{row.name, strconv.FormatInt(s.ok, 10),
-			fmtLatency(s.hist.quantile(0.5)), fmtLatency(s.hist.quantile(0.9)), fmtLatency(s.hist.quantile(0.99)),
+			fmtLatency(row.p.quantile(0.5)), fmtLatency(row.p.quantile(0.9)), fmtLatency(row.p.quantile(0.99)),
 			fmtCPU(cpuPerAnswer(row.p.nodeCPU, s.ok)), workerCPU, strconv.FormatInt(s.errors, 10)})
 	}
 	if err := writeTable(bw, lat, a.markdown); err != nil {
 		return err
 	}
-	b, q := &r.baseline.stats.hist, &r.queued.stats.hist
-	if b.total > 0 && q.total > 0 {
+	b, q := &r.baseline, &r.queued
+	if len(b.samples) > 0 && len(q.samples) > 0 {
 		fmt.Fprintf(bw, "\nqueue adds: p50 %s, p99 %s\n", fmtDelta(q.quantile(0.5)-b.quantile(0.5)), fmtDelta(q.quantile(0.99)-b.quantile(0.99)))
 	} else {
 		fmt.Fprintln(bw, "\nqueue adds: n/a (no answers in one of the setups)")

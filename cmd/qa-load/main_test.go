@@ -219,3 +219,17 @@ func TestParseStatCPU(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, self, time.Duration(0))
 }
+
+func TestPhaseQuantile(t *testing.T) {
+	var p phaseResult
+	assert.Zero(t, p.quantile(0.5))
+	for _, ms := range []int{5, 1, 4, 2, 3} {
+		var one phaseResult
+		one.samples = []time.Duration{time.Duration(ms) * time.Millisecond}
+		p.add(one)
+	}
+	assert.Equal(t, 3*time.Millisecond, p.quantile(0.5))
+	assert.Equal(t, 5*time.Millisecond, p.quantile(0.99))
+	assert.Equal(t, time.Millisecond, p.quantile(0.01))
+	assert.Equal(t, []time.Duration{5e6, 1e6, 4e6, 2e6, 3e6}, p.samples, "quantile does not reorder the samples")
+}
