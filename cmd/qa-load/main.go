@@ -140,9 +140,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("qa-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&c.clients, "clients", 50, fmt.Sprintf("concurrent clients per target (1-%d)", maxClients))
-	fs.DurationVar(&c.duration, "duration", 10*time.Second, fmt.Sprintf("total measuring time, split evenly over the rounds of both targets (at most %s)", maxDuration))
-	fs.IntVar(&c.rounds, "rounds", 3, fmt.Sprintf("alternating rounds per target (1-%d)", maxRounds))
+	fs.IntVar(&c.clients, "clients", 50, fmt.Sprintf("concurrent clients per target; in answers mode, of the throughput phases (1-%d)", maxClients))
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, fmt.Sprintf("total measuring time, split evenly over the rounds of both targets; in answers mode, over the throughput phases (worker counts × rounds) (at most %s)", maxDuration))
+	fs.IntVar(&c.rounds, "rounds", 3, fmt.Sprintf("alternating rounds per target; in answers mode, per worker count and per latency setup (1-%d)", maxRounds))
 	fs.StringVar(&c.transport, "transport", sioclient.TransportWebsocket, "websocket or polling")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "bound on each request and each connect")
 	fs.StringVar(&c.target, "target", "", "URL of a library server on loopback; empty starts one in-process")
