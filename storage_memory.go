@@ -299,7 +299,7 @@ func (s *MemoryStorage) Task(ctx context.Context, owner, id string) (Task, error
 		s.mu.Unlock()
 		return Task{}, fmt.Errorf("task %q: %w", id, ErrNotFound)
 	}
-	t := mt.task // stored Sources and Error are never mutated, only replaced
+	t := mt.task // stored Sources, Error and Usage are never mutated, only replaced
 	s.mu.Unlock()
 	return memCopyTask(t), nil
 }
@@ -319,6 +319,10 @@ func (s *MemoryStorage) UpdateTask(ctx context.Context, owner, id string, u Task
 	if u.Error != nil {
 		e := *u.Error
 		u.Error = &e
+	}
+	if u.Usage != nil {
+		us := *u.Usage
+		u.Usage = &us
 	}
 
 	s.mu.Lock()
@@ -637,12 +641,16 @@ func memCopySession(s Session) Session {
 	return s
 }
 
-// memCopyTask returns t with its own Sources and Error.
+// memCopyTask returns t with its own Sources, Error and Usage.
 func memCopyTask(t Task) Task {
 	t.Sources = slices.Clone(t.Sources)
 	if t.Error != nil {
 		e := *t.Error
 		t.Error = &e
+	}
+	if t.Usage != nil {
+		u := *t.Usage
+		t.Usage = &u
 	}
 	return t
 }

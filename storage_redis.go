@@ -67,7 +67,10 @@ var (
 const (
 	redisFormatVersion = "1"
 	// version, owner, session, status, updated, answered, answer, sources,
-	// error, id, question, context, room, stream, asked
+	// error, id, question, context, room, stream, asked; then, only when
+	// the task has one, its usage. Tasks stored before usage existed have
+	// the 15 fields alone and read as before; a task without usage is still
+	// written that way, so older readers read it too.
 	redisTaskFieldCount = 15
 	// version, last seen, id, user, address, created, data
 	redisSessionFieldCount = 7
@@ -344,7 +347,8 @@ func (s *RedisStorage) UpdateTask(ctx context.Context, owner, id string, u TaskU
 	p := s.ownerPrefix(owner)
 	keys := []string{p + "t:" + id, p + "h"}
 	args := []any{p, s.historyTTL, s.maxHistory, owner, id,
-		string(u.Status), redisFormatTime(u.At), u.Answer, redisEncodeSources(u.Sources), redisEncodeError(u.Error)}
+		string(u.Status), redisFormatTime(u.At), u.Answer, redisEncodeSources(u.Sources), redisEncodeError(u.Error),
+		redisEncodeUsage(u.Usage)}
 	// The id's claim (in another slot) lives as long as the task: it is
 	// restarted in the same pipeline. When the task is not this owner's or
 	// not changed, that only keeps a live id reserved a little longer.
@@ -607,6 +611,9 @@ func redisEncodeTask(t Task) string {
 	} {
 		b = redisAppendField(b, f)
 	}
+	if t.Usage != nil {
+		b = redisAppendField(b, redisEncodeUsage(t.Usage))
+	}
 	return string(b)
 }
 
@@ -614,8 +621,19 @@ func redisEncodeTask(t Task) string {
 // task share raw's memory.
 func redisDecodeTask(raw string) (Task, error) {
 	var f [redisTaskFieldCount]string
-	if err := redisSplitFields(raw, f[:]); err != nil {
+	rest, err := redisSplitFieldsRest(raw, f[:])
+	if err != nil {
 		return Task{}, fmt.Errorf("corrupt task: %w", err)
+	}
+	var usage *Usage
+	if rest != "" {
+		var u string
+		if u, rest, err = redisNextField(rest); err != nil || rest != "" {
+			return Task{}, errors.New("corrupt task: trailing bytes")
+		}
+		if usage, err = redisDecodeUsage(u); err != nil {
+			return Task{}, fmt.Errorf("corrupt task usage: %w", err)
+		}
 	}
 	t := Task{
 		Owner:      f[1],
@@ -630,8 +648,8 @@ func redisDecodeTask(raw string) (Task, error) {
 		Room:       f[12],
 		Stream:     f[13] == "1",
 		AskedAt:    redisParseTime(f[14]),
+		Usage:      usage,
 	}
-	var err error
 	if t.Sources, err = redisSplitList(f[7]); err != nil {
 		return Task{}, fmt.Errorf("corrupt task sources: %w", err)
 	}
@@ -732,19 +750,54 @@ func redisNextField(s string) (field, rest string, err error) {
 // redisSplitFields splits s into exactly len(f) fields. A task or a session
 // (more than two fields) must start with the version this code writes.
 func redisSplitFields(s string, f []string) error {
+	rest, err := redisSplitFieldsRest(s, f)
+	if err == nil && rest != "" {
+		err = errors.New("trailing bytes")
+	}
+	return err
+}
+
+// redisSplitFieldsRest is redisSplitFields that returns what follows the
+// len(f) fields instead of refusing it.
+func redisSplitFieldsRest(s string, f []string) (string, error) {
 	var err error
 	for i := range f {
 		if f[i], s, err = redisNextField(s); err != nil {
-			return err
+			return "", err
 		}
 	}
-	if s != "" {
-		return errors.New("trailing bytes")
-	}
 	if len(f) > 2 && f[0] != redisFormatVersion {
-		return fmt.Errorf("unknown format version %q", f[0])
+		return "", fmt.Errorf("unknown format version %q", f[0])
 	}
-	return nil
+	return s, nil
+}
+
+// redisEncodeUsage encodes u as "prompt,completion,total"; nil is "".
+func redisEncodeUsage(u *Usage) string {
+	if u == nil {
+		return ""
+	}
+	return strconv.Itoa(u.PromptTokens) + "," + strconv.Itoa(u.CompletionTokens) + "," + strconv.Itoa(u.TotalTokens)
+}
+
+// redisDecodeUsage decodes redisEncodeUsage's output.
+func redisDecodeUsage(s string) (*Usage, error) {
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) != 3 {
+		return nil, errors.New("want 3 counts")
+	}
+	var n [3]int
+	for i, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, errors.New("bad count")
+		}
+		n[i] = v
+	}
+	return &Usage{PromptTokens: n[0], CompletionTokens: n[1], TotalTokens: n[2]}, nil
 }
 
 // redisSplitList splits s into all its fields; "" is nil.

@@ -758,3 +758,74 @@ func TestRedisStorageTopologies(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisStorageTaskFormatBeforeUsage: a task stored in the format from
+// before Task.Usage (15 fields, no usage) still reads, and still takes a
+// final update with usage; a task without usage is still written in that
+// format, so older readers read it too.
+func TestRedisStorageTaskFormatBeforeUsage(t *testing.T) {
+	clients := map[string]func(t *testing.T) redis.UniversalClient{
+		"miniredis": func(t *testing.T) redis.UniversalClient {
+			return newRedisClient(t, &redis.Options{Addr: newMiniredis(t).Addr()})
+		},
+	}
+	if os.Getenv("REDIS_URL") != "" {
+		clients["real"] = func(t *testing.T) redis.UniversalClient { return newRealRedisClient(t) }
+	}
+	field := func(s string) string { return strconv.Itoa(len(s)) + ":" + s }
+	for name, newClient := range clients {
+		t.Run(name, func(t *testing.T) {
+			client := newClient(t)
+			prefix := redisTestPrefix()
+			s := newTestRedisStorage(t, client, socketio.RedisStorageOptions{Prefix: prefix})
+			ctx := t.Context()
+			asked := time.UnixMilli(1_700_000_000_000)
+			task := socketio.Task{ID: "old-" + prefix, SessionID: "sess", Owner: "owner", Question: "q?", Context: "ctx", Room: "room", Stream: true,
+				Status: socketio.TaskPending, AskedAt: asked, UpdatedAt: asked}
+			require.NoError(t, s.CreateTask(ctx, task, 0))
+			keys, err := client.Keys(ctx, prefix+"*t:"+task.ID).Result()
+			require.NoError(t, err)
+			require.Len(t, keys, 1)
+
+			raw, err := client.Get(ctx, keys[0]).Result()
+			require.NoError(t, err)
+			old := field("1") + field("owner") + field("sess") + field("processing") +
+				field("1700000001000") + field("") + field("") + field("") + field("") +
+				field(task.ID) + field("q?") + field("ctx") + field("room") + field("1") + field("1700000000000")
+			assert.Equal(t, strings.Replace(old, field("processing")+field("1700000001000"), field("pending")+field("1700000000000"), 1),
+				raw, "a task without usage is written in the old format")
+			require.NoError(t, client.Set(ctx, keys[0], old, time.Hour).Err())
+
+			got, err := s.Task(ctx, "owner", task.ID)
+			require.NoError(t, err)
+			assert.Equal(t, socketio.TaskProcessing, got.Status)
+			assert.Equal(t, "ctx", got.Context)
+			assert.Equal(t, "room", got.Room)
+			assert.True(t, got.Stream)
+			assert.Nil(t, got.Usage)
+
+			usage := &socketio.Usage{PromptTokens: 1, CompletionTokens: 22, TotalTokens: 23}
+			got, applied, err := s.UpdateTask(ctx, "owner", task.ID, socketio.TaskUpdate{
+				Status: socketio.TaskCompleted, Answer: "a", Usage: usage})
+			require.NoError(t, err)
+			require.True(t, applied)
+			assert.Equal(t, usage, got.Usage)
+			got, err = s.Task(ctx, "owner", task.ID)
+			require.NoError(t, err)
+			assert.Equal(t, usage, got.Usage)
+			assert.Equal(t, "a", got.Answer)
+			assert.Equal(t, "q?", got.Question)
+			assert.Equal(t, "ctx", got.Context)
+			assert.True(t, got.AskedAt.Equal(asked))
+			raw, err = client.Get(ctx, keys[0]).Result()
+			require.NoError(t, err)
+			assert.True(t, strings.HasSuffix(raw, field("1700000000000")+field("1,22,23")), "usage is the 16th field: %q", raw)
+
+			for _, bad := range []string{old + field("1,2"), old + field("1,2,x"), old + field("1,2,3") + field("")} {
+				require.NoError(t, client.Set(ctx, keys[0], bad, time.Hour).Err())
+				_, err := s.Task(ctx, "owner", task.ID)
+				assert.Error(t, err, "%q", bad)
+			}
+		})
+	}
+}

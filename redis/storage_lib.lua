@@ -6,7 +6,9 @@
 -- those and keeps the rest of the string as it is.
 --
 -- A task: version, owner, session, status, updated, answered, answer,
--- sources, error | id, question, context, room, stream, asked.
+-- sources, error | id, question, context, room, stream, asked, and then,
+-- only when the task has one, its usage ("prompt,completion,total"): N
+-- counts the fields every task has.
 local N = 15
 local I_OWN, I_SID, I_ST, I_UP, I_FIN, I_ANS, I_SRC, I_ERR = 2, 3, 4, 5, 6, 7, 8, 9
 local I_ID, I_Q, I_AT = 10, 11, 15

@@ -45,6 +45,7 @@ func Run(t *testing.T, newStorage func(t *testing.T, opts socketio.StorageOption
 		{"SessionExpiry", testSessionExpiry},
 		{"TaskRoundTrip", testTaskRoundTrip},
 		{"TaskCopySafety", testTaskCopySafety},
+		{"TaskUsage", testTaskUsage},
 		{"CreateTaskDuplicateID", testCreateTaskDuplicateID},
 		{"CreateTaskInvalid", testCreateTaskInvalid},
 		{"OpenTaskLimit", testOpenTaskLimit},
@@ -278,6 +279,62 @@ func testTaskCopySafety(t *testing.T, newStorage factory) {
 	require.Len(t, items, 1)
 	assert.Equal(t, []string{"a", "b"}, items[0].Sources)
 	assert.Equal(t, "stopped", items[0].Error.Message)
+}
+
+// testTaskUsage: a final update's Usage is kept and read back by Task and
+// History; a non-final update's is not; the stored usage is the storage's
+// own copy.
+func testTaskUsage(t *testing.T, newStorage factory) {
+	s := newStorage(t, socketio.StorageOptions{})
+	ctx := t.Context()
+	sessID := uniq("sess")
+	owner := socketio.OwnerOf(sessID, "")
+
+	task := newTask(owner, sessID)
+	require.NoError(t, s.CreateTask(ctx, task, 0))
+	usage := &socketio.Usage{PromptTokens: 120, CompletionTokens: 34, TotalTokens: 154}
+	got, applied, err := s.UpdateTask(ctx, owner, task.ID, socketio.TaskUpdate{
+		Status: socketio.TaskProcessing, At: time.Now(), Usage: usage,
+	})
+	require.NoError(t, err)
+	require.True(t, applied)
+	assert.Nil(t, got.Usage, "a non-final update sets no usage")
+	assert.Nil(t, mustTask(t, s, owner, task.ID).Usage, "a non-final update stores no usage")
+
+	at := time.Now()
+	got, applied, err = s.UpdateTask(ctx, owner, task.ID, socketio.TaskUpdate{
+		Status: socketio.TaskCompleted, At: at, Answer: "an answer", Sources: []string{"kb/1"}, Usage: usage,
+	})
+	require.NoError(t, err)
+	require.True(t, applied)
+	want := task
+	want.Status, want.UpdatedAt, want.AnsweredAt = socketio.TaskCompleted, at, at
+	want.Answer, want.Sources = "an answer", []string{"kb/1"}
+	want.Usage = &socketio.Usage{PromptTokens: 120, CompletionTokens: 34, TotalTokens: 154}
+	assertTaskEqual(t, want, got)
+
+	usage.TotalTokens = -1 // the caller's copy changes after the update
+	got.Usage.PromptTokens = -1
+	read := mustTask(t, s, owner, task.ID)
+	assertTaskEqual(t, want, read)
+	read.Usage.CompletionTokens = -1
+	items, _, err := s.History(ctx, owner, "", 10)
+	require.NoError(t, err)
+	require.Len(t, items, 1)
+	assertTaskEqual(t, want, items[0])
+
+	// Zero counts are a usage too, and a final update without usage
+	// stores none.
+	zero := newTask(owner, sessID)
+	require.NoError(t, s.CreateTask(ctx, zero, 0))
+	_, _, err = s.UpdateTask(ctx, owner, zero.ID, socketio.TaskUpdate{Status: socketio.TaskFailed, At: at, Usage: &socketio.Usage{}})
+	require.NoError(t, err)
+	assert.Equal(t, &socketio.Usage{}, mustTask(t, s, owner, zero.ID).Usage)
+	none := newTask(owner, sessID)
+	require.NoError(t, s.CreateTask(ctx, none, 0))
+	_, _, err = s.UpdateTask(ctx, owner, none.ID, socketio.TaskUpdate{Status: socketio.TaskCancelled, At: at})
+	require.NoError(t, err)
+	assert.Nil(t, mustTask(t, s, owner, none.ID).Usage)
 }
 
 func testCreateTaskDuplicateID(t *testing.T, newStorage factory) {
@@ -1006,6 +1063,7 @@ func assertTaskEqual(t *testing.T, want, got socketio.Task) {
 		assert.Equal(t, want.Sources, got.Sources, "Sources")
 	}
 	assert.Equal(t, want.Error, got.Error, "Error")
+	assert.Equal(t, want.Usage, got.Usage, "Usage")
 	assertTimeEqual(t, want.AskedAt, got.AskedAt, "AskedAt")
 	assertTimeEqual(t, want.UpdatedAt, got.UpdatedAt, "UpdatedAt")
 	assertTimeEqual(t, want.AnsweredAt, got.AnsweredAt, "AnsweredAt")
