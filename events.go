@@ -263,7 +263,11 @@ func (c *conn) askQuestion(ctx context.Context, p payload) (map[string]any, erro
 		undo()
 		return nil, toWireError(err, CodeForbidden)
 	}
-	task, err := s.tasks.accept(c, ev)
+	accept, start := s.tasks.accept, s.tasks.start
+	if s.queue != nil {
+		accept, start = s.queue.accept, s.queue.start
+	}
+	task, err := accept(c, ev)
 	if err != nil {
 		undo()
 		return nil, err
@@ -273,7 +277,7 @@ func (c *conn) askQuestion(ctx context.Context, p payload) (map[string]any, erro
 	// the after-hooks run, once the reply is written.
 	c.afterReply = func() {
 		s.hooks.runAfter(afterQuestion, func(h Hook) { h.(AfterQuestionHook).AfterQuestion(c.ctx, ev) })
-		s.tasks.start(task)
+		start(task)
 	}
 	return map[string]any{"task_id": task.task.ID, "status": string(TaskPending)}, nil
 }
@@ -338,7 +342,7 @@ func (c *conn) getHistory(ctx context.Context, p payload) (map[string]any, error
 	c.srv.hooks.runAfter(afterHistory, func(h Hook) { h.(AfterHistoryHook).AfterHistory(ctx, ev) })
 	wire := make([]map[string]any, len(items))
 	for i, t := range items {
-		wire[i] = wireTask(t)
+		wire[i] = wireTask(t, c.srv.partial(ctx, t))
 	}
 	return map[string]any{"items": wire, "has_more": more}, nil
 }
@@ -380,7 +384,7 @@ func (c *conn) getTask(ctx context.Context, p payload) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"task": wireTask(t)}, nil
+	return map[string]any{"task": wireTask(t, c.srv.partial(ctx, t))}, nil
 }
 
 func (c *conn) cancelTask(ctx context.Context, p payload) (map[string]any, error) {
@@ -389,7 +393,11 @@ func (c *conn) cancelTask(ctx context.Context, p payload) (map[string]any, error
 		return nil, err
 	}
 	if !t.Status.Finished() {
-		t, err = c.srv.tasks.cancel(t)
+		if c.srv.queue != nil {
+			t, err = c.srv.queue.cancel(t)
+		} else {
+			t, err = c.srv.tasks.cancel(t)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -397,8 +405,21 @@ func (c *conn) cancelTask(ctx context.Context, p payload) (map[string]any, error
 	return map[string]any{"task_id": t.ID, "status": string(t.Status)}, nil
 }
 
-// wireTask renders a Task as docs/protocol.md's Task object.
-func wireTask(t Task) map[string]any {
+// partial returns the streamed text so far of t, when t is a streamed
+// answer in progress and it is known here (see LocalQueue), or else nil.
+func (s *Server) partial(ctx context.Context, t Task) *Partial {
+	if t.Status != TaskProcessing || !t.Stream {
+		return nil
+	}
+	if s.queue != nil {
+		return s.queue.partial(ctx, t)
+	}
+	return s.tasks.partial(t.ID)
+}
+
+// wireTask renders a Task as docs/protocol.md's Task object, with the
+// partial text p of a streamed answer in progress.
+func wireTask(t Task, p *Partial) map[string]any {
 	m := map[string]any{
 		"task_id":    t.ID,
 		"question":   t.Question,
@@ -417,6 +438,9 @@ func wireTask(t Task) map[string]any {
 	}
 	if !t.AnsweredAt.IsZero() {
 		m["answered_at"] = formatTime(t.AnsweredAt)
+	}
+	if p != nil {
+		m["partial"] = map[string]any{"attempt": p.Attempt, "seq": p.Seq, "text": p.Text}
 	}
 	return m
 }

@@ -22,6 +22,10 @@ func TestMain(m *testing.M) {
 		runChild(mode)
 		return
 	}
+	if spec := os.Getenv(workerChildEnv); spec != "" {
+		runWorkerChild(spec)
+		return
+	}
 	// v2.5.0 arms timers of its own (a socket.io client's connect timeout,
 	// an engine's close timeout) in goroutines that end when the timer
 	// fires or is cleared; one may still be pending when the last test

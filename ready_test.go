@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/internal/redistest"
 )
 
 // pingStorage is a MemoryStorage whose Ping answers err.
@@ -62,6 +63,6 @@ func TestServerReadyRedis(t *testing.T) {
 	assert.ErrorContains(t, err, "storage: ")
 	assert.ErrorContains(t, err, "auth: ")
 
-	require.NoError(t, mr.Restart())
+	require.NoError(t, redistest.Restart(mr))
 	require.Eventually(t, func() bool { return ts.QA.Ready(ctx) == nil }, 5*time.Second, 20*time.Millisecond)
 }

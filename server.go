@@ -55,10 +55,19 @@ type Options struct {
 	// Suggester serves get_suggestions. default: NewSuggester over the
 	// knowledge base and the storage's popular questions.
 	Suggester Suggester
-	// Workers is how many answers run at once. default: 16
+	// Queue carries the accepted questions to the workers that answer
+	// them (see AnswerQueue). default: a RedisQueue on Redis (with
+	// RedisPrefix) when Redis is set, otherwise LocalQueue()
+	Queue AnswerQueue
+	// Workers is how many answers this node runs at once: on its own pool
+	// with LocalQueue, as a Worker inside the node with a RedisQueue. A
+	// negative count means none: with a RedisQueue the node then only
+	// takes questions, and Worker processes (cmd/qa-worker) answer them.
+	// default: 16
 	Workers int
-	// QueueSize is how many accepted questions may wait for a worker; when
-	// it is full, ask_question answers "unavailable". default: 1024
+	// QueueSize is how many accepted questions may wait for a worker of
+	// the LocalQueue; when it is full, ask_question answers "unavailable"
+	// (a RedisQueue has RedisQueueOptions.Limit). default: 1024
 	QueueSize int
 	// AnswerTimeout bounds one answer; past it the task fails with
 	// "timeout". default: 2m
@@ -129,7 +138,7 @@ func (o Options) withDefaults() Options {
 	if o.Namespace == "" {
 		o.Namespace = "/"
 	}
-	if o.Workers <= 0 {
+	if o.Workers == 0 {
 		o.Workers = 16
 	}
 	if o.QueueSize <= 0 {
@@ -189,6 +198,8 @@ type Server struct {
 	tokens        atomic.Pointer[resumeKeyring] // see resumeKeys
 	shared        *sharedSecret                 // nil unless the secret is shared through Redis
 	tasks         *taskRunner
+	queue         *queueNode // nil with LocalQueue
+	worker        *Worker    // the node's own Worker of a RedisQueue, if any
 	metrics       *MetricsHook
 
 	ownStorage io.Closer
@@ -245,6 +256,9 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Server, error) {
 		p.Untrack(opts.Namespace)
+		if s.worker != nil {
+			_ = s.worker.Close(context.Background())
+		}
 		s.cancel()
 		s.wg.Wait()
 		if s.ownAuth && s.auth != nil {
@@ -313,7 +327,30 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 			return fail(err)
 		}
 	}
-	s.tasks = newTaskRunner(s)
+	queue := opts.Queue
+	if queue == nil && opts.Redis != nil {
+		queue = NewRedisQueue(opts.Redis, RedisQueueOptions{Prefix: opts.RedisPrefix})
+	}
+	rq, _ := queue.(*RedisQueue)
+	switch {
+	case rq == nil && opts.Workers < 0:
+		return fail(errors.New("socketio: Register: no Workers with a LocalQueue: no question would be answered"))
+	case rq == nil:
+		s.tasks = newTaskRunner(s, opts.Workers)
+	default:
+		s.tasks = newTaskRunner(s, 0) // settles orphans; answers nothing
+		if opts.Workers > 0 {
+			w, err := NewWorker(WorkerOptions{
+				Queue: rq, Storage: s.storage, Answerer: s.answerer, Concurrency: opts.Workers,
+				AnswerTimeout: opts.AnswerTimeout, StorageTimeout: opts.StorageTimeout,
+				Hooks: s.hooks, Logger: opts.Logger,
+			})
+			if err != nil {
+				return fail(err)
+			}
+			s.worker = w
+		}
+	}
 
 	s.nsp = sio.Of(opts.Namespace, nil)
 	s.nsp.Use(s.admit)
@@ -328,6 +365,9 @@ func Register(sio *socket.Server, opts Options) (*Server, error) {
 		}
 	}); err != nil {
 		return fail(err)
+	}
+	if rq != nil {
+		s.queue = newQueueNode(s, rq)
 	}
 	s.startLeases()
 	return s, nil
@@ -413,7 +453,15 @@ func (s *Server) Metrics() Metrics {
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		s.closeErr = s.tasks.shutdown(ctx)
+		if s.queue != nil {
+			s.queue.shutdown()
+		}
+		if s.worker != nil {
+			s.closeErr = s.worker.Close(ctx)
+		}
+		if err := s.tasks.shutdown(ctx); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
 		s.cancel()
 		s.wg.Wait()
 		s.mu.Lock()

@@ -56,16 +56,16 @@ var (
 	errServerClosed  = errors.New("server closed")
 )
 
-func newTaskRunner(s *Server) *taskRunner {
+func newTaskRunner(s *Server, workers int) *taskRunner {
 	r := &taskRunner{
 		srv:      s,
 		capacity: int64(s.opts.QueueSize),
 		running:  map[string]*taskRun{},
 		quit:     make(chan struct{}),
 	}
-	r.jobs = make(chan *taskRun, s.opts.Workers+s.opts.QueueSize)
-	r.workers.Add(s.opts.Workers)
-	for range s.opts.Workers {
+	r.jobs = make(chan *taskRun, workers+s.opts.QueueSize)
+	r.workers.Add(workers)
+	for range workers {
 		go r.work()
 	}
 	return r
@@ -199,7 +199,12 @@ func (r *taskRunner) execute(run *taskRun) {
 	defer acancel()
 	q := Question{
 		TaskID: t.ID, SessionID: t.SessionID, UserID: run.caller.UserID,
-		Text: t.Question, Context: t.Context, Room: t.Room, Stream: t.Stream,
+		Text: t.Question, Context: t.Context, Room: t.Room, Stream: t.Stream, Attempt: 1,
+	}
+	if ca, ok := s.answerer.(ConversationAnswerer); ok && ca.HistoryTurns() > 0 {
+		hctx, hcancel := s.storageCtx()
+		q.History = recentTurns(hctx, s.storage, t, ca.HistoryTurns())
+		hcancel()
 	}
 	var w ChunkWriter = discardChunks{}
 	if t.Stream {
@@ -213,7 +218,7 @@ func (r *taskRunner) execute(run *taskRun) {
 			ans.Text = run.text.String()
 		}
 		run.mu.Unlock()
-		r.end(run, TaskUpdate{Status: TaskCompleted, Answer: ans.Text, Sources: ans.Sources})
+		r.end(run, TaskUpdate{Status: TaskCompleted, Answer: ans.Text, Sources: ans.Sources, Usage: ans.Usage})
 	case errors.Is(context.Cause(run.ctx), errTaskCancelled), errors.Is(context.Cause(run.ctx), errServerClosed):
 		r.end(run, r.endedBy(run))
 	case errors.Is(actx.Err(), context.DeadlineExceeded):
@@ -222,12 +227,7 @@ func (r *taskRunner) execute(run *taskRun) {
 		if run.ctx.Err() == nil {
 			s.logger.Warn("socketio: answerer failed", "task", t.ID, "err", err)
 		}
-		msg := "the answer failed"
-		var e *Error
-		if errors.As(err, &e) && e.Message != "" {
-			msg = e.Message
-		}
-		r.end(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeAnswerFailed, Message: msg}})
+		r.end(run, TaskUpdate{Status: TaskFailed, Error: answerError(err)})
 	}
 }
 
@@ -442,23 +442,8 @@ func (r *taskRunner) stop(taskID string) {
 // caller holds the task's run lock, if it has a run.
 func (r *taskRunner) pushEnd(t Task) {
 	room := taskRooms(t)
-	r.srv.broadcast(room, "task_status", taskStatusEvent(t))
-	if t.Status == TaskCompleted {
-		m := map[string]any{
-			"task_id":     t.ID,
-			"question":    t.Question,
-			"answer":      t.Answer,
-			"status":      string(t.Status),
-			"asked_at":    formatTime(t.AskedAt),
-			"answered_at": formatTime(t.AnsweredAt),
-			"duration_ms": t.AnsweredAt.Sub(t.AskedAt).Milliseconds(),
-		}
-		if len(t.Sources) > 0 {
-			m["sources"] = t.Sources
-		}
-		r.srv.broadcast(room, "answer", m)
-	} else if t.Error != nil {
-		r.srv.broadcast(room, "answer_error", map[string]any{"task_id": t.ID, "code": string(t.Error.Code), "message": t.Error.Message})
+	for _, p := range endPushes(t) {
+		r.srv.broadcast(room, p.name, p.data)
 	}
 }
 
@@ -466,8 +451,18 @@ func (r *taskRunner) pushEnd(t Task) {
 // can still be working on it: an answer is bounded by AnswerTimeout, and
 // its start and end by a storage call each. Such a task was orphaned by a
 // node that died, and is settled as failed with "timeout".
+//
+// With a RedisQueue, a question may wait AnswerTimeout in the queue before
+// its answer begins, and be taken over from a silent worker (ClaimAfter)
+// up to MaxClaims times.
 func (r *taskRunner) staleAge() time.Duration {
-	return r.srv.opts.AnswerTimeout + 2*r.srv.opts.StorageTimeout + 30*time.Second
+	o := r.srv.opts
+	age := o.AnswerTimeout + 2*o.StorageTimeout + 30*time.Second
+	if r.srv.queue != nil {
+		qo := r.srv.queue.q.opts
+		age += o.AnswerTimeout + time.Duration(qo.MaxClaims)*(qo.ClaimAfter+o.AnswerTimeout)
+	}
+	return age
 }
 
 // settleIfStale settles t if it is orphaned (see staleAge) and returns it as
@@ -518,6 +513,20 @@ func (r *taskRunner) forget(run *taskRun) {
 		r.drained = nil
 	}
 	r.mu.Unlock()
+}
+
+// partial returns the streamed text so far of a task this node is
+// answering, or nil when it answers no such task.
+func (r *taskRunner) partial(id string) *Partial {
+	r.mu.Lock()
+	run := r.running[id]
+	r.mu.Unlock()
+	if run == nil {
+		return nil
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	return &Partial{Attempt: 1, Seq: run.chunk - 1, Text: run.text.String()}
 }
 
 // pushStatus sends task_status; the caller holds run.mu.
@@ -603,7 +612,7 @@ func (w *chunkWriter) WriteChunk(delta string) error {
 		return errTaskCancelled
 	}
 	run.text.WriteString(delta)
-	w.r.pushTo(run, "answer_chunk", map[string]any{"task_id": run.task.ID, "seq": run.chunk, "delta": delta})
+	w.r.pushTo(run, "answer_chunk", map[string]any{"task_id": run.task.ID, "attempt": 1, "seq": run.chunk, "delta": delta})
 	run.chunk++
 	return nil
 }

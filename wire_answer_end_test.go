@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/internal/redistest"
 	"github.com/qaplatform/socketio/internal/sioclient"
 )
 
@@ -218,8 +219,9 @@ func TestRedisAnswerEndAcrossOutage(t *testing.T) {
 			g := newGatedAnswerer()
 			t.Cleanup(g.open)
 			logs := newLogWatch()
-			a := r.clusterNode(t, socketio.Options{Answerer: g, StorageTimeout: 300 * time.Millisecond, Logger: logs.logger()})
-			b := r.clusterNode(t, socketio.Options{Answerer: g, StorageTimeout: 300 * time.Millisecond})
+			// The in-process queue; TestQueueAnswerAcrossOutage has the Redis one.
+			a := r.clusterNode(t, socketio.Options{Answerer: g, StorageTimeout: 300 * time.Millisecond, Logger: logs.logger(), Queue: socketio.LocalQueue()})
+			b := r.clusterNode(t, socketio.Options{Answerer: g, StorageTimeout: 300 * time.Millisecond, Queue: socketio.LocalQueue()})
 			ca, hello := a.dial(t, sioclient.TransportWebsocket)
 			cb, _ := b.dial(t, sioclient.TransportWebsocket, withAuth(map[string]any{"resume": hello["resume_token"]}))
 			id := okReply(t, "ask", call(t, ca, "ask_question", map[string]any{"question": "slow", "stream": true}))["task_id"]
@@ -227,7 +229,7 @@ func TestRedisAnswerEndAcrossOutage(t *testing.T) {
 			mr.Close()
 			g.open()
 			logs.wait(t, "socketio: cannot store the end of a task")
-			require.NoError(t, mr.Restart())
+			require.NoError(t, redistest.Restart(mr))
 			if empty {
 				mr.FlushAll()
 			}
@@ -255,24 +257,36 @@ func TestRedisAnswerEndAcrossOutage(t *testing.T) {
 // when it restarts empty); the answer's end cannot be stored any more, and
 // its clients get answer_failed rather than nothing.
 func TestRedisAnswerEndAfterDataLoss(t *testing.T) {
-	forEachRedis(t, func(t *testing.T, r *sharedRedis) {
-		g := newGatedAnswerer()
-		t.Cleanup(g.open)
-		a := r.clusterNode(t, socketio.Options{Answerer: g})
-		c, _ := a.dial(t, sioclient.TransportWebsocket)
-		id := okReply(t, "ask", call(t, c, "ask_question", map[string]any{"question": "slow", "stream": true}))["task_id"]
-		<-g.started
-		wipe := r.client(t)
-		if r.mr != nil {
-			r.mr.FlushAll()
-		} else {
-			cleanPrefix(wipe, r.prefix)
-		}
-		g.open()
-		statuses, chunks, end := streamedEnd(t, c, id)
-		assert.Equal(t, []string{"pending", "processing", "failed"}, statuses)
-		assert.Equal(t, 2, chunks)
-		require.Equal(t, "answer_error", end.Name)
-		assert.Equal(t, "answer_failed", end.Args[0].(map[string]any)["code"])
-	})
+	for _, queue := range []string{"local", "redis"} {
+		t.Run(queue, func(t *testing.T) {
+			forEachRedis(t, func(t *testing.T, r *sharedRedis) {
+				g := newGatedAnswerer()
+				t.Cleanup(g.open)
+				opts := socketio.Options{Answerer: g}
+				if queue == "local" {
+					opts.Queue = socketio.LocalQueue()
+				}
+				a := r.clusterNode(t, opts)
+				c, _ := a.dial(t, sioclient.TransportWebsocket)
+				id := okReply(t, "ask", call(t, c, "ask_question", map[string]any{"question": "slow", "stream": true}))["task_id"]
+				<-g.started
+				wipe := r.client(t)
+				if r.mr != nil {
+					r.mr.FlushAll()
+				} else {
+					cleanPrefix(wipe, r.prefix)
+				}
+				g.open()
+				statuses, chunks, end := streamedEnd(t, c, id)
+				assert.Equal(t, []string{"pending", "processing", "failed"}, statuses)
+				if queue == "local" {
+					assert.Equal(t, 2, chunks)
+				} else {
+					assert.Positive(t, chunks, "the two deltas, in one chunk or two")
+				}
+				require.Equal(t, "answer_error", end.Name)
+				assert.Equal(t, "answer_failed", end.Args[0].(map[string]any)["code"])
+			})
+		})
+	}
 }

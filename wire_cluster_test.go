@@ -14,6 +14,7 @@ import (
 	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/internal/redistest"
 	"github.com/qaplatform/socketio/internal/sioclient"
 	"github.com/qaplatform/socketio/redisadapter"
 )
@@ -149,7 +150,7 @@ func TestClusterRedisDownJoinRoom(t *testing.T) {
 		assert.Equal(t, "unavailable", errCode(t, m), "%s: %v", room, m)
 	}
 
-	require.NoError(t, mr.Restart())
+	require.NoError(t, redistest.Restart(mr))
 	require.Eventually(t, func() bool {
 		return call(t, c, "join_room", "lobby")["ok"] == true
 	}, 5*time.Second, 20*time.Millisecond)

@@ -81,7 +81,9 @@ func TestRedisOrphansSweptAndPushed(t *testing.T) {
 	forEachRedis(t, func(t *testing.T, r *sharedRedis) {
 		g := newGatedAnswerer()
 		t.Cleanup(g.open)
-		opts := socketio.Options{Answerer: g, NodeTTL: 300 * time.Millisecond}
+		// The sweep of dead nodes' tasks is the in-process queue's: with
+		// the Redis queue, tasks are not held by nodes.
+		opts := socketio.Options{Answerer: g, NodeTTL: 300 * time.Millisecond, Queue: socketio.LocalQueue()}
 		a := r.clusterNode(t, opts)
 		b := r.clusterNode(t, opts)
 		c := r.clusterNode(t, opts)

@@ -16,6 +16,7 @@ import (
 	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/internal/redistest"
 	"github.com/qaplatform/socketio/internal/sioclient"
 )
 
@@ -177,7 +178,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	_, err := ts.dialErr(t, sioclient.TransportWebsocket)
 	requireConnectError(t, err, "unavailable")
 
-	require.NoError(t, mr.Restart())
+	require.NoError(t, redistest.Restart(mr))
 	require.Eventually(t, func() bool {
 		return call(t, c, "get_history")["ok"] == true
 	}, 5*time.Second, 20*time.Millisecond)

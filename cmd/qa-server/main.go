@@ -31,7 +31,9 @@ import (
 	"github.com/zishang520/socket.io/v2/socket"
 
 	"github.com/qaplatform/socketio"
+	"github.com/qaplatform/socketio/internal/answerconf"
 	"github.com/qaplatform/socketio/internal/demokb"
+	"github.com/qaplatform/socketio/internal/redisurl"
 	"github.com/qaplatform/socketio/redisadapter"
 )
 
@@ -51,6 +53,12 @@ type config struct {
 	redisURL         string
 	redisPrefix      string
 	clusterKey       string
+	workers          int
+	queue            string
+	claimAfter       time.Duration
+	queueLimit       int
+	// getenv reads the model server settings (QA_LLM_*, OPENAI_API_KEY).
+	getenv func(string) string
 }
 
 func main() {
@@ -65,7 +73,7 @@ func main() {
 
 // parseConfig reads flags, falling back to their environment twins.
 func parseConfig(args []string, getenv func(string) string) (config, error) {
-	var c config
+	c := config{getenv: getenv}
 	fs := flag.NewFlagSet("qa-server", flag.ContinueOnError)
 	envStr := func(name, def string) string {
 		if v := getenv(name); v != "" {
@@ -107,9 +115,30 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.redisURL, "redis-url", envStr("REDIS_URL", ""), "Redis to share sessions, history, limits and the resume secret with other nodes: redis://[[user]:password@]host:port[/db] for one server, redis+sentinel://[[user]:password@]sentinel:port[/db]?master_name=NAME[&addr=sentinel2:port] for Sentinel, redis+cluster://[[user]:password@]node:port[?addr=node2:port] for a Cluster (rediss… for TLS; go-redis URL options in the query); empty: everything in memory (env REDIS_URL)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", envStr("QA_REDIS_PREFIX", "qa:"), "prefix of every Redis key (env QA_REDIS_PREFIX)")
 	fs.StringVar(&c.clusterKey, "cluster-key", envStr("QA_CLUSTER_KEY", "socket.io"), "with -redis-url: the Redis stream and channel prefix the nodes' cluster adapter shares, which @socket.io/redis-streams-adapter and @socket.io/redis-emitter also use by default (env QA_CLUSTER_KEY)")
+	fs.IntVar(&c.workers, "workers", envInt("QA_WORKERS", 16), "answers this node runs at once; 0: none, the node only takes questions and qa-worker processes answer them (needs -redis-url) (env QA_WORKERS)")
+	fs.StringVar(&c.queue, "queue", envStr("QA_QUEUE", ""), "where questions wait for an answer: redis (the shared, durable queue; the default with -redis-url) or memory (each node answers its own questions; the default without) (env QA_QUEUE)")
+	fs.DurationVar(&c.claimAfter, "claim-after", envDur("QA_CLAIM_AFTER", 30*time.Second), "with the redis queue: how long a worker may be silent before its answers are taken over by another (env QA_CLAIM_AFTER)")
+	fs.IntVar(&c.queueLimit, "queue-limit", envInt("QA_QUEUE_LIMIT", 10000), "with the redis queue: unanswered questions it holds before ask_question is refused as unavailable (env QA_QUEUE_LIMIT)")
 	fs.StringVar(&c.trustedProxyList, "trusted-proxies", envStr("QA_TRUSTED_PROXIES", ""), "comma-separated CIDRs whose X-Forwarded-For is believed (env QA_TRUSTED_PROXIES)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	switch {
+	case c.workers < 0:
+		errs = append(errs, errors.New("-workers must be 0 or more"))
+	case c.queue != "" && c.queue != "redis" && c.queue != "memory":
+		errs = append(errs, fmt.Errorf("-queue %q: want redis or memory", c.queue))
+	case c.queue == "redis" && c.redisURL == "":
+		errs = append(errs, errors.New("-queue redis needs -redis-url"))
+	}
+	if c.queue == "" {
+		c.queue = "memory"
+		if c.redisURL != "" {
+			c.queue = "redis"
+		}
+	}
+	if c.workers == 0 && c.queue == "memory" {
+		errs = append(errs, errors.New("-workers 0 needs the redis queue (-redis-url): no question would be answered"))
 	}
 	var err error
 	if c.secrets, err = secrets.resolve(fs); err != nil {
@@ -165,6 +194,15 @@ func run(args []string, getenv func(string) string) error {
 	return nil
 }
 
+// env reads the environment parseConfig was given (none for a config
+// built by hand).
+func (c config) env(name string) string {
+	if c.getenv == nil {
+		return ""
+	}
+	return c.getenv(name)
+}
+
 // service is what newService builds: the library's Server and the
 // Socket.IO server it is registered on.
 type service struct {
@@ -204,7 +242,7 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 	}
 	var rdb redis.UniversalClient
 	if cfg.redisURL != "" {
-		if rdb, err = connectRedis(cfg.redisURL); err != nil {
+		if rdb, err = redisurl.Connect(cfg.redisURL); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -221,14 +259,31 @@ func newService(cfg config, logger *slog.Logger) (*service, http.Handler, error)
 		Logger:                     logger,
 		RedisPrefix:                cfg.redisPrefix,
 	}
+	answerer, desc, err := answerconf.FromEnv(cfg.env, kb.Answerer(socketio.KBAnswererOptions{ChunkDelay: cfg.answerDelay}), logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	logger.Info("answering with " + desc)
 	opts := socketio.Options{
 		KnowledgeBase: kb,
-		Answerer:      kb.Answerer(socketio.KBAnswererOptions{ChunkDelay: cfg.answerDelay}),
+		Answerer:      answerer,
 		Logger:        logger,
 		RedisPrefix:   cfg.redisPrefix,
 	}
 	if rdb != nil {
 		authOpts.Redis, opts.Redis = rdb, rdb
+	}
+	opts.Workers = cfg.workers
+	if cfg.workers == 0 {
+		opts.Workers = -1
+	}
+	switch cfg.queue {
+	case "memory":
+		opts.Queue = socketio.LocalQueue()
+	case "redis":
+		opts.Queue = socketio.NewRedisQueue(rdb, socketio.RedisQueueOptions{
+			Prefix: cfg.redisPrefix, ClaimAfter: cfg.claimAfter, Limit: cfg.queueLimit,
+		})
 	}
 	if err := cfg.secrets.apply(&opts, &authOpts); err != nil {
 		closeRedis()

@@ -173,7 +173,7 @@ func TestReadyz(t *testing.T) {
 	// adapter's stream reader recovers on a real Redis within seconds; on
 	// a restarted miniredis its blocking read keeps timing out, so the
 	// test does not wait for the whole page to be 200 again.)
-	require.NoError(t, mr.Restart())
+	require.NoError(t, redistest.Restart(mr))
 	require.Eventually(t, func() bool {
 		_, b := get("/readyz")
 		return !strings.Contains(b, "storage: ") && !strings.Contains(b, "auth: ")

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
@@ -254,4 +255,19 @@ func IgnoreDNSLookups() []goleak.Option {
 		goleak.IgnoreAnyFunction("net.(*Resolver).lookupIPAddr.func2"),
 		goleak.IgnoreAnyFunction("net.(*Resolver).goLookupIPCNAMEOrder.func3.1"),
 	}
+}
+
+// Restart restarts a closed miniredis on its address, keeping its data.
+// miniredis v2.40.0's own Restart leaves the context that Close cancelled
+// in place, so every blocking command (XREAD BLOCK, XREADGROUP BLOCK,
+// BLPOP) afterwards returns without a reply and its client waits out its
+// read timeout; Restart gives the server a fresh one.
+func Restart(mr *miniredis.Miniredis) error {
+	if err := mr.Restart(); err != nil {
+		return err
+	}
+	mr.Lock()
+	mr.Ctx, mr.CtxCancel = context.WithCancel(context.Background())
+	mr.Unlock()
+	return nil
 }

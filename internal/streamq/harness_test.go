@@ -29,6 +29,10 @@ type backend struct {
 	real bool
 	// cluster makes clients Redis Cluster clients.
 	cluster bool
+	// clusterAddrs are the nodes of a real Redis Cluster (addr unused).
+	clusterAddrs []string
+	// protocol is the RESP version of the clients (0: go-redis's, 3).
+	protocol int
 	// prefix is this test's key prefix.
 	prefix string
 }
@@ -38,17 +42,21 @@ type backend struct {
 // key prefix of its own; the keys of real Redis are deleted afterwards.
 func backends() []namedBackend {
 	out := []namedBackend{
-		{"miniredis", func(t *testing.T) *backend {
+		{"miniredis", func(t testing.TB) *backend {
 			mr := miniredis.RunT(t)
 			return &backend{name: "miniredis", addr: mr.Addr(), mr: mr, prefix: randPrefix()}
 		}},
-		{"cluster", func(t *testing.T) *backend {
+		{"miniredis-resp2", func(t testing.TB) *backend {
+			mr := miniredis.RunT(t)
+			return &backend{name: "miniredis-resp2", addr: mr.Addr(), mr: mr, protocol: 2, prefix: randPrefix()}
+		}},
+		{"cluster", func(t testing.TB) *backend {
 			mr := miniredis.RunT(t)
 			return &backend{name: "cluster", addr: mr.Addr(), mr: mr, cluster: true, prefix: randPrefix()}
 		}},
 	}
 	if url := os.Getenv("REDIS_URL"); url != "" {
-		out = append(out, namedBackend{"redis", func(t *testing.T) *backend {
+		out = append(out, namedBackend{"redis", func(t testing.TB) *backend {
 			opts, err := redis.ParseURL(url)
 			require.NoError(t, err)
 			if opts.Addr == "" {
@@ -61,6 +69,24 @@ func backends() []namedBackend {
 				redistest.DeletePrefix(t, c, b.prefix)
 			})
 			return b
+		}}, namedBackend{"redis-resp2", func(t testing.TB) *backend {
+			opts, err := redis.ParseURL(url)
+			require.NoError(t, err)
+			b := &backend{name: "redis-resp2", addr: opts.Addr, real: true, protocol: 2, prefix: randPrefix()}
+			t.Cleanup(func() {
+				c := redis.NewClient(opts)
+				defer func() { _ = c.Close() }()
+				redistest.DeletePrefix(t, c, b.prefix)
+			})
+			return b
+		}})
+	}
+	if addrs := os.Getenv(redistest.EnvCluster); addrs != "" {
+		out = append(out, namedBackend{"redis-cluster", func(t testing.TB) *backend {
+			c := redistest.NewCluster(t)
+			b := &backend{name: "redis-cluster", real: true, cluster: true, clusterAddrs: strings.Split(addrs, ","), prefix: randPrefix()}
+			t.Cleanup(func() { redistest.DeletePrefix(t, c, b.prefix) })
+			return b
 		}})
 	}
 	return out
@@ -69,7 +95,7 @@ func backends() []namedBackend {
 // namedBackend makes a fresh backend for each test.
 type namedBackend struct {
 	name string
-	new  func(t *testing.T) *backend
+	new  func(t testing.TB) *backend
 }
 
 func randPrefix() string {
@@ -82,6 +108,9 @@ func randPrefix() string {
 type clientOpts struct {
 	addr string // default: the backend's
 	name string // CLIENT SETNAME
+	// noRetries makes a failed command fail at once instead of being
+	// retried by go-redis, so that the code under test sees the error.
+	noRetries bool
 }
 
 // client returns a client of b, checked by a SlotCheckHook, closed when t
@@ -92,18 +121,35 @@ func (b *backend) client(t testing.TB, o clientOpts) redis.UniversalClient {
 	if addr == "" {
 		addr = b.addr
 	}
+	retries := 0
+	if o.noRetries {
+		retries = -1
+	}
 	var c redis.UniversalClient
-	if b.cluster {
+	switch {
+	case b.clusterAddrs != nil:
+		if o.addr != "" {
+			t.Skip("no proxy in front of a real Redis Cluster")
+		}
 		c = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:      b.clusterAddrs,
 			ClientName: o.name,
+			MaxRetries: retries,
+			Protocol:   b.protocol,
+		})
+	case b.cluster:
+		c = redis.NewClusterClient(&redis.ClusterOptions{
+			Protocol:   b.protocol,
+			ClientName: o.name,
+			MaxRetries: retries,
 			// One node serving every slot, at addr (possibly a proxy):
 			// CLUSTER SLOTS would name the server's own address.
 			ClusterSlots: func(context.Context) ([]redis.ClusterSlot, error) {
 				return []redis.ClusterSlot{{Start: 0, End: 16383, Nodes: []redis.ClusterNode{{Addr: addr}}}}, nil
 			},
 		})
-	} else {
-		c = redis.NewClient(&redis.Options{Addr: addr, ClientName: o.name})
+	default:
+		c = redis.NewClient(&redis.Options{Addr: addr, ClientName: o.name, MaxRetries: retries, Protocol: b.protocol})
 	}
 	c.AddHook(&redistest.SlotCheckHook{T: t})
 	t.Cleanup(func() { _ = c.Close() })

@@ -82,6 +82,10 @@ type Config struct {
 	// does not interrupt a blocking command when its context is cancelled.
 	// default: 1s
 	EventsBlock time.Duration
+	// OnError, when set, is told of the errors that Events and Cancels
+	// retry on their own (they return none), e.g. to log them. It must not
+	// block. default: nil
+	OnError func(err error)
 }
 
 // Partial is the latest partial answer of a task, as a worker wrote it.
@@ -102,7 +106,8 @@ type Delivery struct {
 	// Payload is the opaque payload given to Add.
 	Payload []byte
 	// Attempt counts the deliveries of the entry, this one included: 1 for
-	// a first delivery.
+	// a first delivery; 0 when Read could not update the counter (Redis
+	// failed after delivering).
 	Attempt int
 	// Claims counts how many times the entry was claimed from an idle
 	// consumer (releases excepted); 0 for a delivery by Read.
@@ -308,6 +313,10 @@ func (q *Queue) Events(ctx context.Context, fn func(event []byte)) error {
 		if err == nil {
 			return q.EventsAfter(ctx, after, fn)
 		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		q.onError(err)
 		if !b.wait(ctx) {
 			return nil
 		}
@@ -324,6 +333,13 @@ func (q *Queue) Events(ctx context.Context, fn func(event []byte)) error {
 // the events after that id were trimmed away meanwhile, it goes on from
 // the oldest one left. ctx is checked between reads: Events returns at
 // most about Config.EventsBlock after ctx ends.
+//
+// Stream ids come from the server's clock (milliseconds). When Redis
+// loses the stream (a restart with no persistence) it goes on with the
+// new entries, whose ids are above the last one read unless the new
+// server's clock is behind the old one's (a failover to a replica on a
+// host whose clock lags): then the events until the ids pass the last one
+// read are missed.
 func (q *Queue) EventsAfter(ctx context.Context, after string, fn func(event []byte)) error {
 	b := newBackoff()
 	for ctx.Err() == nil {
@@ -337,6 +353,10 @@ func (q *Queue) EventsAfter(ctx context.Context, after string, fn func(event []b
 			continue
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			q.onError(fmt.Errorf("streamq: events: %w", err))
 			if !b.wait(ctx) {
 				return nil
 			}
@@ -353,6 +373,12 @@ func (q *Queue) EventsAfter(ctx context.Context, after string, fn func(event []b
 		}
 	}
 	return nil
+}
+
+func (q *Queue) onError(err error) {
+	if q.cfg.OnError != nil {
+		q.cfg.OnError(err)
+	}
 }
 
 // field returns the value of name in the fields of an entry.
@@ -430,6 +456,9 @@ func (q *Queue) withGroup(ctx context.Context, f func() error) error {
 // wait. It returns no deliveries and no error when none came. Every
 // delivery's attempt counter is incremented (Attempt is 1 for a first
 // delivery). Like Events, a blocking Read is not interrupted by ctx.
+// Deliveries are pending on consumer until acknowledged (Ack, DeadLetter),
+// handed back (Release) or claimed by another consumer once idle for
+// ClaimAfter: a worker calls Touch more often than that.
 func (q *Queue) Read(ctx context.Context, consumer string, count int, block time.Duration) ([]Delivery, error) {
 	if count <= 0 {
 		count = 1
@@ -478,11 +507,8 @@ func (q *Queue) Read(ctx context.Context, consumer string, count int, block time
 		return nil
 	})
 	if err != nil {
-		// The entries are ours now (pending); report them as first
-		// attempts rather than lose them until they are claimed.
-		for i := range out {
-			out[i].Attempt = 1
-		}
+		// The entries are ours now (pending): hand them out with Attempt
+		// 0 (unknown) rather than leave them idle until claimed.
 		return out, nil
 	}
 	for i := range out {
@@ -766,6 +792,46 @@ func (q *Queue) SetPartial(ctx context.Context, taskID string, p Partial, events
 	return nil
 }
 
+// setNewerPartialScript stores a partial unless the stored one is as new
+// or newer, and then only appends the events. KEYS: partial, events.
+// ARGV: attempt, seq, text, ttl ms, events maxlen, events….
+var setNewerPartialScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
+local cur = redis.call('HMGET', KEYS[1], 'a', 's')
+local a, s = tonumber(ARGV[1]), tonumber(ARGV[2])
+if cur[1] then
+  local ca, cs = tonumber(cur[1]), tonumber(cur[2])
+  if ca > a or (ca == a and cs >= s) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'a', ARGV[1], 's', ARGV[2], 't', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+for i = 6, #ARGV do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[i])
+end
+return 1
+`)
+
+// SetNewerPartial is SetPartial for writers that may be stale, such as a
+// worker whose entry was claimed away before it noticed: it stores p and
+// appends events, atomically, only when the stored partial of taskID is
+// older (a lower Attempt, or the same Attempt and a lower Seq) or absent,
+// and reports whether it did. A stale write changes nothing, so clients
+// never see the chunks of an attempt that was superseded.
+func (q *Queue) SetNewerPartial(ctx context.Context, taskID string, p Partial, events ...[]byte) (bool, error) {
+	args := make([]any, 0, 5+len(events))
+	args = append(args, p.Attempt, p.Seq, p.Text, q.cfg.KeyTTL.Milliseconds(), q.cfg.EventsMaxLen)
+	for _, e := range events {
+		args = append(args, e)
+	}
+	n, err := setNewerPartialScript.Run(ctx, q.rdb, []string{q.partialKey(taskID), q.events}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("streamq: set partial %s: %w", taskID, err)
+	}
+	return n == 1, nil
+}
+
 // ClearPartial deletes the partial answer of taskID.
 func (q *Queue) ClearPartial(ctx context.Context, taskID string) error {
 	if err := q.rdb.Del(ctx, q.partialKey(taskID)).Err(); err != nil {
@@ -778,10 +844,10 @@ func (q *Queue) ClearPartial(ctx context.Context, taskID string) error {
 // task ids Cancel publishes from then on, and a func that ends the
 // subscription. Cancels returns once Redis confirmed the subscription (or
 // its first attempt failed; go-redis keeps resubscribing). The channel is
-// closed, and no goroutine is left, once the func returned or ctx ended
-// and the channel was drained. Ids published while the subscriber is not
-// reading the channel wait for it (one at a time); ids published while the
-// connection is down are lost, as with any pub/sub.
+// closed, and no goroutine is left, when the func has returned; it also
+// closes soon after ctx ends (call the func anyway). The func may be
+// called more than once. Ids published while the connection is down are
+// lost, as with any pub/sub; errors go to Config.OnError.
 func (q *Queue) Cancels(ctx context.Context) (<-chan string, func()) {
 	ps := q.rdb.Subscribe(ctx, q.cancel)
 	_, _ = ps.Receive(ctx) // wait for the confirmation
@@ -807,6 +873,7 @@ func (q *Queue) Cancels(ctx context.Context) (<-chan string, func()) {
 				if errors.Is(err, redis.ErrClosed) {
 					return
 				}
+				q.onError(fmt.Errorf("streamq: cancels: %w", err))
 				if !b.wait(ctx) {
 					return
 				}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ type env struct {
 	q *streamq.Queue
 }
 
-func newEnv(t *testing.T, newBackend func(*testing.T) *backend, cfg streamq.Config) *env {
+func newEnv(t *testing.T, newBackend func(testing.TB) *backend, cfg streamq.Config) *env {
 	t.Helper()
 	b := newBackend(t)
 	cfg.Prefix = b.prefix
@@ -111,7 +112,7 @@ func claimEventually(t *testing.T, q *streamq.Queue, consumer string) streamq.De
 	return got[0]
 }
 
-func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
+func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 	ctx := context.Background()
 
 	t.Run("RoundTrip", func(t *testing.T) {
@@ -286,9 +287,13 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 	})
 
 	t.Run("EventsResumeAfterDroppedConnection", func(t *testing.T) {
-		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 100 * time.Millisecond})
+		var errs atomic.Int64
+		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 100 * time.Millisecond, OnError: func(error) { errs.Add(1) }})
+		if e.b.clusterAddrs != nil {
+			t.Skip("no proxy in front of a real Redis Cluster")
+		}
 		p := newProxy(t, e.b.addr)
-		rq := streamq.New(e.b.client(t, clientOpts{addr: p.addr()}), e.q.Config())
+		rq := streamq.New(e.b.client(t, clientOpts{addr: p.addr(), noRetries: true}), e.q.Config())
 		tail, err := rq.EventsTail(ctx)
 		require.NoError(t, err)
 		got := make(chan string, 1000)
@@ -316,12 +321,13 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 		// Published while the reader's connection is down: still in the
 		// stream, so not lost.
 		require.NoError(t, e.q.Publish(ctx, bs("3", "4")...))
-		time.Sleep(150 * time.Millisecond) // let the reader fail at least once
+		time.Sleep(300 * time.Millisecond) // let the reader fail, more than once
 		p.restore()
 		require.NoError(t, e.q.Publish(ctx, bs("5")...))
 		for _, w := range []string{"3", "4", "5"} {
 			next(w)
 		}
+		assert.Positive(t, errs.Load(), "the reader's errors reach OnError")
 		select {
 		case ev := <-got:
 			t.Fatalf("unexpected event %q", ev)
@@ -331,11 +337,11 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 
 	t.Run("EventsResumeAfterClientKill", func(t *testing.T) {
 		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 2 * time.Second})
-		if !e.b.real {
-			t.Skip("CLIENT KILL needs a real Redis (the proxy test covers miniredis)")
+		if !e.b.real || e.b.cluster {
+			t.Skip("CLIENT KILL needs a real single Redis (the proxy test covers miniredis)")
 		}
 		name := "streamq-reader-" + e.b.prefix
-		rq := streamq.New(e.b.client(t, clientOpts{name: name}), e.q.Config())
+		rq := streamq.New(e.b.client(t, clientOpts{name: name, noRetries: true}), e.q.Config())
 		tail, err := rq.EventsTail(ctx)
 		require.NoError(t, err)
 		got := make(chan string, 1000)
@@ -554,6 +560,89 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 		assert.False(t, ok)
 	})
 
+	t.Run("SetNewerPartial", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{KeyTTL: time.Minute})
+		set := func(a, s int, text string, want bool) {
+			t.Helper()
+			ok, err := e.q.SetNewerPartial(ctx, "t1", streamq.Partial{Attempt: a, Seq: s, Text: text}, []byte(text))
+			require.NoError(t, err)
+			assert.Equal(t, want, ok, "%d/%d", a, s)
+		}
+		set(1, 1, "a", true)
+		set(1, 2, "ab", true)
+		set(1, 2, "ab-again", false)
+		set(2, 1, "x", true) // a new attempt starts over
+		set(1, 3, "abc", false)
+		set(2, 2, "xy", true)
+		p, ok, err := e.q.Partial(ctx, "t1")
+		require.NoError(t, err)
+		require.True(t, ok)
+		assert.Equal(t, streamq.Partial{Attempt: 2, Seq: 2, Text: "xy"}, p)
+		assert.Equal(t, []string{"a", "ab", "x", "xy"}, e.events(t), "stale writes push nothing")
+		ttl, err := e.c.PTTL(ctx, e.b.prefix+"{aq}:partial:t1").Result()
+		require.NoError(t, err)
+		assert.Positive(t, ttl)
+	})
+
+	t.Run("LimitUnderConcurrency", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{Limit: 50})
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		added, full := 0, 0
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 20 {
+					_, err := e.q.Add(ctx, []byte("x"), []byte("ev"))
+					mu.Lock()
+					if errors.Is(err, streamq.ErrFull) {
+						full++
+					} else if assert.NoError(t, err) {
+						added++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		assert.Equal(t, 50, added)
+		assert.Equal(t, 110, full)
+		n, err := e.q.Len(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 50, n)
+		assert.Len(t, e.events(t), 50)
+	})
+
+	t.Run("EventsAfterDataLoss", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{EventsBlock: 100 * time.Millisecond})
+		require.NoError(t, e.q.Publish(ctx, []byte("old")))
+		tail, err := e.q.EventsTail(ctx)
+		require.NoError(t, err)
+		got := make(chan string, 100)
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			assert.NoError(t, e.q.EventsAfter(rctx, tail, func(ev []byte) { got <- string(ev) }))
+		}()
+		defer func() { cancel(); <-done }()
+		require.NoError(t, e.q.Publish(ctx, []byte("1")))
+		assert.Equal(t, "1", <-got)
+		e.b.loseData(t)
+		// Stream ids are the server's clock in ms: a restarted server
+		// generates ids above those it gave before only once its clock has
+		// moved on, which a real restart takes far longer than 2ms to do.
+		time.Sleep(2 * time.Millisecond)
+		require.NoError(t, e.q.Publish(ctx, []byte("2")))
+		select {
+		case ev := <-got:
+			assert.Equal(t, "2", ev)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event after the data loss")
+		}
+	})
+
 	t.Run("Cancels", func(t *testing.T) {
 		e := newEnv(t, newBackend, streamq.Config{})
 		ch, stop := e.q.Cancels(ctx)
@@ -566,8 +655,12 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 		}
 		stop()
 		stop() // idempotent
-		_, open := <-ch
-		assert.False(t, open, "closed after stop")
+		select {
+		case _, open := <-ch:
+			assert.False(t, open, "closed after stop")
+		default:
+			t.Fatal("the channel is still open when stop returned")
+		}
 		// The other is still subscribed.
 		require.NoError(t, e.q.Cancel(ctx, "t3"))
 		assert.Equal(t, "t3", <-ch2)
@@ -617,6 +710,19 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 		assert.Equal(t, id, d.ID)
 		assert.Equal(t, 1, d.Attempt)
 		require.NoError(t, e.q.Ack(ctx, d.ID))
+	})
+
+	t.Run("GroupDestroyedRedelivers", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{})
+		id, err := e.q.Add(ctx, []byte("x"))
+		require.NoError(t, err)
+		d := read(t, e.q, "w1")
+		require.Equal(t, 1, d.Attempt)
+		require.NoError(t, e.c.XGroupDestroy(ctx, e.q.TasksKey(), e.q.Config().Group).Err())
+		// Recreated from id 0: every entry left is delivered again.
+		d = read(t, e.q, "w2")
+		assert.Equal(t, id, d.ID)
+		assert.Equal(t, 2, d.Attempt)
 	})
 
 	t.Run("ClaimSkipsDeletedEntries", func(t *testing.T) {
@@ -674,6 +780,39 @@ func runSuite(t *testing.T, newBackend func(*testing.T) *backend) {
 		l, err := e.q.Len(ctx)
 		require.NoError(t, err)
 		assert.Zero(t, l)
+	})
+
+	t.Run("CrashedWorkerLosesNothing", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{ClaimAfter: 100 * time.Millisecond})
+		const n = 30
+		for i := range n {
+			_, err := e.q.Add(ctx, []byte(strconv.Itoa(i)))
+			require.NoError(t, err)
+		}
+		// w1 takes a third and dies silently.
+		ds, err := e.q.Read(ctx, "w1", n/3, 0)
+		require.NoError(t, err)
+		require.Len(t, ds, n/3)
+		answered := map[string]int{}
+		require.Eventually(t, func() bool {
+			ds, err := e.q.Read(ctx, "w2", 5, 0)
+			require.NoError(t, err)
+			cs, err := e.q.Claim(ctx, "w2", 5)
+			require.NoError(t, err)
+			for _, d := range append(ds, cs...) {
+				require.False(t, d.Dead)
+				answered[string(d.Payload)]++
+				require.NoError(t, e.q.Ack(ctx, d.ID))
+			}
+			l, err := e.q.Len(ctx)
+			require.NoError(t, err)
+			return l == 0
+		}, 10*time.Second, 20*time.Millisecond)
+		assert.Len(t, answered, n)
+		for k, v := range answered {
+			assert.Equal(t, 1, v, k)
+		}
+		assert.EqualValues(t, 0, e.pending(t))
 	})
 
 	t.Run("ContextErrors", func(t *testing.T) {

@@ -1,4 +1,6 @@
-package main
+// Package redisurl reads the -redis-url flag of the commands: one server,
+// Sentinels or a Cluster, each in go-redis's own URL form.
+package redisurl
 
 import (
 	"context"
@@ -10,15 +12,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// redisTarget is the deployment a -redis-url names: exactly one of its
+// Target is the deployment a -redis-url names: exactly one of its
 // fields is set.
-type redisTarget struct {
+type Target struct {
 	single   *redis.Options
 	sentinel *redis.FailoverOptions
 	cluster  *redis.ClusterOptions
 }
 
-// parseRedisURL reads -redis-url. The scheme says which go-redis parser
+// Parse reads a -redis-url. The scheme says which go-redis parser
 // reads the rest, in that parser's own form:
 //
 //	redis://, rediss://                  one server: redis.ParseURL
@@ -27,38 +29,38 @@ type redisTarget struct {
 //	redis+cluster://, rediss+cluster://   Cluster seeds: redis.ParseClusterURL
 //
 // Further hosts of a Sentinel or Cluster URL go in addr= query options.
-func parseRedisURL(s string) (redisTarget, error) {
+func Parse(s string) (Target, error) {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
-		return redisTarget{}, fmt.Errorf("%q is not a URL (redis://, redis+sentinel:// or redis+cluster://)", s)
+		return Target{}, fmt.Errorf("%q is not a URL (redis://, redis+sentinel:// or redis+cluster://)", s)
 	}
 	base, kind, _ := strings.Cut(scheme, "+")
 	if base != "redis" && base != "rediss" {
-		return redisTarget{}, fmt.Errorf("unknown scheme %q (redis, rediss, redis+sentinel, redis+cluster)", scheme)
+		return Target{}, fmt.Errorf("unknown scheme %q (redis, rediss, redis+sentinel, redis+cluster)", scheme)
 	}
 	plain := base + "://" + rest
 	switch kind {
 	case "":
 		o, err := redis.ParseURL(plain)
-		return redisTarget{single: o}, err
+		return Target{single: o}, err
 	case "sentinel":
 		o, err := redis.ParseFailoverURL(plain)
 		if err != nil {
-			return redisTarget{}, err
+			return Target{}, err
 		}
 		if o.MasterName == "" {
-			return redisTarget{}, errors.New("a redis+sentinel URL needs ?master_name=<name>")
+			return Target{}, errors.New("a redis+sentinel URL needs ?master_name=<name>")
 		}
-		return redisTarget{sentinel: o}, nil
+		return Target{sentinel: o}, nil
 	case "cluster":
 		o, err := redis.ParseClusterURL(plain)
-		return redisTarget{cluster: o}, err
+		return Target{cluster: o}, err
 	}
-	return redisTarget{}, fmt.Errorf("unknown scheme %q (redis, rediss, redis+sentinel, redis+cluster)", scheme)
+	return Target{}, fmt.Errorf("unknown scheme %q (redis, rediss, redis+sentinel, redis+cluster)", scheme)
 }
 
-// client opens the client of t.
-func (t redisTarget) client() redis.UniversalClient {
+// Client opens the client of t.
+func (t Target) Client() redis.UniversalClient {
 	switch {
 	case t.sentinel != nil:
 		return redis.NewFailoverClient(t.sentinel)
@@ -69,7 +71,7 @@ func (t redisTarget) client() redis.UniversalClient {
 }
 
 // String names the deployment for messages (no credentials).
-func (t redisTarget) String() string {
+func (t Target) String() string {
 	switch {
 	case t.sentinel != nil:
 		return "master " + t.sentinel.MasterName + " of the Sentinels " + strings.Join(t.sentinel.SentinelAddrs, ",")
@@ -79,14 +81,14 @@ func (t redisTarget) String() string {
 	return t.single.Addr
 }
 
-// connectRedis opens the client for -redis-url and checks the server
+// Connect opens the client for a -redis-url and checks the server
 // answers, so that a wrong URL fails at start, not at the first request.
-func connectRedis(url string) (redis.UniversalClient, error) {
-	target, err := parseRedisURL(url)
+func Connect(url string) (redis.UniversalClient, error) {
+	target, err := Parse(url)
 	if err != nil {
 		return nil, fmt.Errorf("-redis-url: %w", err)
 	}
-	client := target.client()
+	client := target.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := client.Ping(ctx).Err(); err != nil {
