@@ -18,6 +18,39 @@
 //
 // Compare the two rows of one run; the absolute rates depend on the machine,
 // and the clients share its CPUs with in-process servers.
+//
+// # Answers mode
+//
+//	go build -o /tmp/qa-server ./cmd/qa-server && go build -o /tmp/qa-worker ./cmd/qa-worker
+//	go run ./cmd/qa-load -mode answers -server /tmp/qa-server -worker /tmp/qa-worker \
+//		-redis-url redis://127.0.0.1:6379 -answer-delay 50ms -clients 50 -duration 20s
+//
+// -mode answers measures the durable answer queue on Redis Streams with
+// the real binaries as child processes, on a fresh key prefix that it
+// deletes at the end:
+//
+//   - throughput: one qa-server -workers 0 node, and 1, then 2, then 3
+//     (-worker-counts) qa-worker processes of -concurrency each; -clients
+//     clients keep -open-per-client questions open each, more than the
+//     workers can answer at once, so that worker capacity is the bottleneck.
+//     It reports answers per second per worker count, and their ratio to
+//     one worker. -duration is split over the worker counts and rounds.
+//   - latency: the time from sending ask_question to receiving answer, p50
+//     and p99, with a light load (-latency-clients, one open question each),
+//     for a node with the in-process pool (-queue memory on Redis storage
+//     when qa-server has that flag, else a node without Redis) and for the
+//     node -workers 0 with one qa-worker; the two are measured in
+//     alternating rounds. It reports what the queue adds. -latency-interval
+//     paces the clients when answers are fast (-stream=false, or no delay).
+//   - CPU: user plus system time per answer of the node and of the workers,
+//     read from /proc/<pid>/stat (Linux only, in 10 ms ticks), over the
+//     measured window; it includes what the processes do besides answering
+//     (polling Redis, timers), which weighs more the fewer answers per second.
+//
+// Every phase starts with -warmup, not measured; at its end the open
+// questions are cancelled and their ends awaited, so that no backlog
+// carries over. Only a loopback Redis is accepted. -markdown prints the
+// tables as markdown.
 package main
 
 import (
@@ -61,7 +94,15 @@ type config struct {
 	timeout    time.Duration // per request and per dial
 	target     string        // library server; empty: in-process
 	bareTarget string        // bare server; empty: in-process
+	mode       string        // modeHistory or modeAnswers
+	answers    answersConfig // of modeAnswers
 }
+
+// Modes of the tool.
+const (
+	modeHistory = "history" // get_history round trips, library against bare
+	modeAnswers = "answers" // answers through the Redis queue: see answers.go
+)
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -80,6 +121,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.mode == modeAnswers {
+		rep, err := runAnswers(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return rep.write(stdout)
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	rep, err := compare(ctx, cfg, logger)
 	if err != nil {
@@ -92,18 +140,39 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("qa-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&c.clients, "clients", 50, fmt.Sprintf("concurrent clients per target (1-%d)", maxClients))
-	fs.DurationVar(&c.duration, "duration", 10*time.Second, fmt.Sprintf("total measuring time, split evenly over the rounds of both targets (at most %s)", maxDuration))
-	fs.IntVar(&c.rounds, "rounds", 3, fmt.Sprintf("alternating rounds per target (1-%d)", maxRounds))
+	fs.IntVar(&c.clients, "clients", 50, fmt.Sprintf("concurrent clients per target; in answers mode, of the throughput phases (1-%d)", maxClients))
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, fmt.Sprintf("total measuring time, split evenly over the rounds of both targets; in answers mode, over the throughput phases (worker counts × rounds) (at most %s)", maxDuration))
+	fs.IntVar(&c.rounds, "rounds", 3, fmt.Sprintf("alternating rounds per target; in answers mode, per worker count and per latency setup (1-%d)", maxRounds))
 	fs.StringVar(&c.transport, "transport", sioclient.TransportWebsocket, "websocket or polling")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "bound on each request and each connect")
 	fs.StringVar(&c.target, "target", "", "URL of a library server on loopback; empty starts one in-process")
 	fs.StringVar(&c.bareTarget, "bare-target", "", "URL of a bare server on loopback; empty starts one in-process")
+	fs.StringVar(&c.mode, "mode", modeHistory, "history: get_history round trips, library against bare; answers: answer throughput and latency through the Redis queue, with the qa-server and qa-worker binaries (Linux only)")
+	a := &c.answers
+	fs.StringVar(&a.server, "server", "", "answers mode: path of the qa-server binary")
+	fs.StringVar(&a.worker, "worker", "", "answers mode: path of the qa-worker binary")
+	fs.StringVar(&a.redisURL, "redis-url", "", "answers mode: redis:// URL of a Redis on loopback; the run uses keys of a fresh prefix and deletes them at the end")
+	fs.DurationVar(&a.answerDelay, "answer-delay", 50*time.Millisecond, "answers mode: -answer-delay of the node and the workers")
+	fs.IntVar(&a.concurrency, "concurrency", 8, fmt.Sprintf("answers mode: -concurrency of each qa-worker, and -workers of the in-process baseline node (1-%d)", maxConcurrency))
+	fs.StringVar(&a.workerCountsFlag, "worker-counts", "1,2,3", fmt.Sprintf("answers mode: qa-worker processes of the throughput phases, comma-separated (each 1-%d)", maxWorkerProcs))
+	fs.IntVar(&a.perClient, "open-per-client", maxOpenPerClient, fmt.Sprintf("answers mode: questions each throughput client keeps open (1-%d, the per-session limit)", maxOpenPerClient))
+	fs.BoolVar(&a.stream, "stream", true, "answers mode: ask for streamed answers (the demo answerer pauses -answer-delay before each chunk)")
+	fs.DurationVar(&a.warmup, "warmup", time.Second, "answers mode: unmeasured start of every phase (at most 1m)")
+	fs.IntVar(&a.latencyClients, "latency-clients", 4, fmt.Sprintf("answers mode: clients of the latency phases, one open question each; keep it below -concurrency (1-%d)", maxClients))
+	fs.DurationVar(&a.latencyInterval, "latency-interval", 0, "answers mode: least time between two questions of a latency client, to keep the load light when answers are fast; 0: ask again as soon as the answer came (at most 1m)")
+	fs.DurationVar(&a.latencyDuration, "latency-duration", 0, "answers mode: total measuring time of the latency phases; 0: as -duration")
+	fs.BoolVar(&a.markdown, "markdown", false, "answers mode: print markdown tables")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.mode == modeAnswers {
+		var err error
+		if a.workerCounts, err = parseCounts(a.workerCountsFlag); err != nil {
+			return c, err
+		}
 	}
 	return c, c.validate()
 }
@@ -124,6 +193,18 @@ func (c config) validate() error {
 	}
 	if c.transport != sioclient.TransportWebsocket && c.transport != sioclient.TransportPolling {
 		errs = append(errs, fmt.Errorf("-transport %q: want websocket or polling", c.transport))
+	}
+	switch c.mode {
+	case "", modeHistory:
+	case modeAnswers:
+		if c.target != "" || c.bareTarget != "" {
+			errs = append(errs, errors.New("-target and -bare-target are for -mode history"))
+		}
+		if err := c.answers.validate(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		errs = append(errs, fmt.Errorf("-mode %q: want history or answers", c.mode))
 	}
 	for _, f := range []struct{ name, url string }{{"-target", c.target}, {"-bare-target", c.bareTarget}} {
 		if f.url == "" {
