@@ -427,7 +427,7 @@ func (w *Worker) handle(d streamq.Delivery) {
 	}
 	ctx, cancel = w.storageCtx()
 	if t.Stream {
-		err = w.q.q.SetPartial(ctx, t.ID, streamq.Partial{Attempt: d.Attempt, Seq: -1}, encodeEvent(t, false, pushes...))
+		_, err = w.q.q.SetNewerPartial(ctx, t.ID, streamq.Partial{Attempt: d.Attempt, Seq: -1}, encodeEvent(t, false, pushes...))
 	} else if len(pushes) > 0 {
 		err = w.q.q.Publish(ctx, encodeEvent(t, false, pushes...))
 	}
@@ -633,8 +633,10 @@ type queuedChunks struct {
 	pending strings.Builder
 	text    strings.Builder
 	seq     int
-	stop    chan struct{}
-	done    chan struct{}
+	// superseded: the stored partial is of a later attempt.
+	superseded bool
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 func newQueuedChunks(w *Worker, t Task, attempt int, ctx context.Context) *queuedChunks {
@@ -675,7 +677,7 @@ func (c *queuedChunks) WriteChunk(delta string) error {
 func (c *queuedChunks) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pending.Len() == 0 || c.ctx.Err() != nil {
+	if c.pending.Len() == 0 || c.ctx.Err() != nil || c.superseded {
 		return
 	}
 	delta := c.pending.String()
@@ -683,12 +685,17 @@ func (c *queuedChunks) flush() {
 	text := c.text.String() + delta
 	ev := encodeEvent(c.t, false, push{"answer_chunk", map[string]any{"task_id": c.t.ID, "attempt": c.attempt, "seq": seq, "delta": delta}})
 	ctx, cancel := c.w.storageCtx()
-	err := c.w.q.q.SetPartial(ctx, c.t.ID, streamq.Partial{Attempt: c.attempt, Seq: seq, Text: text}, ev)
+	newer, err := c.w.q.q.SetNewerPartial(ctx, c.t.ID, streamq.Partial{Attempt: c.attempt, Seq: seq, Text: text}, ev)
 	cancel()
 	if err != nil {
 		// Kept for the next flush, so that the chunks have no gap.
 		c.w.logger.Warn("socketio: worker cannot send a chunk", "task", c.t.ID, "seq", seq, "err", err)
 		return
+	}
+	if !newer {
+		// A later attempt began elsewhere: this one streams no more (its
+		// end, should it come first, is still stored).
+		c.superseded = true
 	}
 	c.pending.Reset()
 	c.text.WriteString(delta)
