@@ -66,19 +66,7 @@ func (n *queueNode) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 	if waiting >= int64(n.q.opts.Limit) {
 		return nil, n.full()
 	}
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	t := Task{
-		ID:        newID("t_"),
-		SessionID: c.caller.SessionID,
-		Owner:     c.owner,
-		Question:  ev.Question,
-		Context:   ev.Context,
-		Room:      ev.Room,
-		Stream:    ev.Stream,
-		Status:    TaskPending,
-		AskedAt:   now,
-		UpdatedAt: now,
-	}
+	t := newTask(c, ev)
 	// The task is held by this node until it is in the queue, so that,
 	// should this node die in between, the sweep of another node queues it
 	// (see requeue).

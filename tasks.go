@@ -93,19 +93,7 @@ func (r *taskRunner) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 		r.slots.Add(-1)
 		return nil, NewError(CodeUnavailable, "too many questions are waiting; try again shortly")
 	}
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	t := Task{
-		ID:        newID("t_"),
-		SessionID: c.caller.SessionID,
-		Owner:     c.owner,
-		Question:  ev.Question,
-		Context:   ev.Context,
-		Room:      ev.Room,
-		Stream:    ev.Stream,
-		Status:    TaskPending,
-		AskedAt:   now,
-		UpdatedAt: now,
-	}
+	t := newTask(c, ev)
 	ctx, cancel := r.srv.storageCtx()
 	// The task is held by this node before it exists, so that the sweep
 	// finds it should this node die (see Options.NodeTTL).
@@ -130,6 +118,23 @@ func (r *taskRunner) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 	r.running[t.ID] = run
 	r.mu.Unlock()
 	return run, nil
+}
+
+// newTask is the pending task of question ev, asked on c.
+func newTask(c *conn, ev *QuestionEvent) Task {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	return Task{
+		ID:        newID("t_"),
+		SessionID: c.caller.SessionID,
+		Owner:     c.owner,
+		Question:  ev.Question,
+		Context:   ev.Context,
+		Room:      ev.Room,
+		Stream:    ev.Stream,
+		Status:    TaskPending,
+		AskedAt:   now,
+		UpdatedAt: now,
+	}
 }
 
 // start announces an accepted task as pending and queues it. It never

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +32,7 @@ import (
 	"github.com/qaplatform/socketio"
 	"github.com/qaplatform/socketio/internal/answerconf"
 	"github.com/qaplatform/socketio/internal/demokb"
+	"github.com/qaplatform/socketio/internal/envflag"
 	"github.com/qaplatform/socketio/internal/redisurl"
 	"github.com/qaplatform/socketio/redisadapter"
 )
@@ -76,35 +76,9 @@ func main() {
 func parseConfig(args []string, getenv func(string) string) (config, error) {
 	c := config{getenv: getenv}
 	fs := flag.NewFlagSet("qa-server", flag.ContinueOnError)
-	envStr := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
+	env := &envflag.Env{Getenv: getenv}
+	envStr, envInt, envDur := env.String, env.Int, env.Duration
 	var errs []error
-	envInt := func(name string, def int) int {
-		if v := getenv(name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-				return def
-			}
-			return n
-		}
-		return def
-	}
-	envDur := func(name string, def time.Duration) time.Duration {
-		if v := getenv(name); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-				return def
-			}
-			return d
-		}
-		return def
-	}
 	fs.StringVar(&c.addr, "addr", envStr("QA_ADDR", "127.0.0.1:8080"), "listen address (env QA_ADDR)")
 	fs.IntVar(&c.maxConnsPerIP, "max-connections-per-ip", envInt("QA_MAX_CONNECTIONS_PER_IP", 10), "open connections allowed per client address (env QA_MAX_CONNECTIONS_PER_IP)")
 	fs.IntVar(&c.maxQPerMin, "max-questions-per-minute", envInt("QA_MAX_QUESTIONS_PER_MINUTE", 5), "questions per session in any 60 s window (env QA_MAX_QUESTIONS_PER_MINUTE)")
@@ -146,8 +120,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if c.secrets, err = secrets.resolve(fs); err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) > 0 {
-		return c, errors.Join(errs...)
+	errs = append(errs, env.Err())
+	if err := errors.Join(errs...); err != nil {
+		return c, err
 	}
 	return c, nil
 }

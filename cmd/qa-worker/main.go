@@ -25,13 +25,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/qaplatform/socketio"
 	"github.com/qaplatform/socketio/internal/answerconf"
 	"github.com/qaplatform/socketio/internal/demokb"
+	"github.com/qaplatform/socketio/internal/envflag"
 	"github.com/qaplatform/socketio/internal/redisurl"
 )
 
@@ -62,35 +62,9 @@ func main() {
 func parseConfig(args []string, getenv func(string) string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("qa-worker", flag.ContinueOnError)
+	env := &envflag.Env{Getenv: getenv}
+	envStr, envInt, envDur := env.String, env.Int, env.Duration
 	var errs []error
-	envStr := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	envInt := func(name string, def int) int {
-		if v := getenv(name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-				return def
-			}
-			return n
-		}
-		return def
-	}
-	envDur := func(name string, def time.Duration) time.Duration {
-		if v := getenv(name); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-				return def
-			}
-			return d
-		}
-		return def
-	}
 	fs.StringVar(&c.redisURL, "redis-url", envStr("REDIS_URL", ""), "the Redis the qa-server nodes share, in qa-server's -redis-url forms (required) (env REDIS_URL)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", envStr("QA_REDIS_PREFIX", "qa:"), "prefix of every Redis key; the nodes' -redis-prefix (env QA_REDIS_PREFIX)")
 	fs.DurationVar(&c.answerDelay, "answer-delay", envDur("QA_ANSWER_DELAY", 0), "pause before each streamed answer chunk of the demo knowledge base, to mimic a slow model (env QA_ANSWER_DELAY)")
@@ -109,6 +83,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if c.concurrency <= 0 {
 		errs = append(errs, errors.New("-concurrency must be 1 or more"))
 	}
+	errs = append(errs, env.Err())
 	return c, errors.Join(errs...)
 }
 
