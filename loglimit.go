@@ -72,8 +72,10 @@ func (l *logLimiter) log(level slog.Level, msg, key string, args ...any) {
 		}
 		st.suppressed, st.args, st.next = 0, nil, now.Add(l.interval)
 	}
-	l.mu.Unlock()
+	// Written under the lock, so that a summary (from a concurrent
+	// occurrence or flush) never reaches the log before the line it sums.
 	l.logger.Log(ctx, level, msg, args...)
+	l.mu.Unlock()
 }
 
 // flush writes one summary, with "suppressed", for each line whose
@@ -86,6 +88,7 @@ func (l *logLimiter) flush() {
 		st logLineState
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	var out []pending
 	for k, st := range l.lines {
 		if st.suppressed > 0 {
@@ -93,7 +96,6 @@ func (l *logLimiter) flush() {
 			st.suppressed, st.args = 0, nil
 		}
 	}
-	l.mu.Unlock()
 	for _, p := range out {
 		args := append(p.st.args[:len(p.st.args):len(p.st.args)], "suppressed", p.st.suppressed)
 		l.logger.Log(context.Background(), p.k.level, p.k.msg, args...)
