@@ -158,8 +158,8 @@ type wirePush struct {
 	Data json.RawMessage `json:"d"`
 }
 
-// encodeEvent renders pushes of task t as one event of the stream.
-func encodeEvent(t Task, final bool, pushes ...push) []byte {
+// newTaskEvent gathers pushes of task t into one event of the stream.
+func newTaskEvent(t Task, final bool, pushes ...push) taskEvent {
 	ev := taskEvent{TaskID: t.ID, Rooms: taskRooms(t), Final: final}
 	for _, p := range pushes {
 		data, err := json.Marshal(p.data)
@@ -168,7 +168,12 @@ func encodeEvent(t Task, final bool, pushes ...push) []byte {
 		}
 		ev.Pushes = append(ev.Pushes, wirePush{Name: p.name, Data: data})
 	}
-	b, _ := json.Marshal(ev)
+	return ev
+}
+
+// encodeEvent renders pushes of task t as one event of the stream.
+func encodeEvent(t Task, final bool, pushes ...push) []byte {
+	b, _ := json.Marshal(newTaskEvent(t, final, pushes...))
 	return b
 }
 

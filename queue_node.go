@@ -87,8 +87,7 @@ func (n *queueNode) accept(c *conn, ev *QuestionEvent) (*taskRun, error) {
 	n.mu.Lock()
 	n.held[t.ID] = nil
 	n.mu.Unlock()
-	entry, _ := json.Marshal(queueEntry{Owner: t.Owner, TaskID: t.ID, Caller: run.caller})
-	if _, err := n.q.q.Add(ctx, entry, encodeEvent(t, false, push{"task_status", taskStatusEvent(t)})); err != nil {
+	if err := n.enqueue(ctx, t, run.caller); err != nil {
 		n.refused(ctx, run, err)
 	}
 	s.tasks.release(t)
@@ -108,12 +107,19 @@ func (n *queueNode) requeue(ctx context.Context, ref taskRef) error {
 	if user, ok := strings.CutPrefix(t.Owner, "u:"); ok {
 		caller.UserID = user
 	}
-	entry, _ := json.Marshal(queueEntry{Owner: t.Owner, TaskID: t.ID, Caller: caller})
-	if _, err := n.q.q.Add(ctx, entry, encodeEvent(t, false, push{"task_status", taskStatusEvent(t)})); err != nil {
+	if err := n.enqueue(ctx, t, caller); err != nil {
 		return err
 	}
 	n.srv.logger.Warn("socketio: queued a question its node died with", "task", t.ID)
 	return nil
+}
+
+// enqueue puts pending task t, asked by caller, into the queue with its
+// pending task_status.
+func (n *queueNode) enqueue(ctx context.Context, t Task, caller Caller) error {
+	entry, _ := json.Marshal(queueEntry{Owner: t.Owner, TaskID: t.ID, Caller: caller})
+	_, err := n.q.q.Add(ctx, entry, encodeEvent(t, false, push{"task_status", taskStatusEvent(t)}))
+	return err
 }
 
 // refused ends a stored task the queue did not take. Its end is held with
@@ -135,10 +141,8 @@ func (n *queueNode) refused(ctx context.Context, run *taskRun, err error) {
 		return
 	}
 	if applied || ownWrite(nt, u) {
-		var ev taskEvent
-		_ = json.Unmarshal(encodeEvent(nt, true, endPushes(nt)...), &ev)
 		n.mu.Lock()
-		n.held[t.ID] = append(n.held[t.ID], ev)
+		n.held[t.ID] = append(n.held[t.ID], newTaskEvent(nt, true, endPushes(nt)...))
 		n.mu.Unlock()
 	}
 }

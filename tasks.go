@@ -216,23 +216,21 @@ func (r *taskRunner) execute(run *taskRun) {
 		w = &chunkWriter{r: r, run: run, ctx: actx}
 	}
 	ans, err := s.answerer.Answer(actx, q, w)
-	switch {
+	switch cause := context.Cause(run.ctx); {
 	case err == nil && actx.Err() == nil:
 		run.mu.Lock()
 		if run.chunk > 0 {
 			ans.Text = run.text.String()
 		}
 		run.mu.Unlock()
-		r.end(run, TaskUpdate{Status: TaskCompleted, Answer: ans.Text, Sources: ans.Sources, Usage: ans.Usage})
-	case errors.Is(context.Cause(run.ctx), errTaskCancelled), errors.Is(context.Cause(run.ctx), errServerClosed):
+		r.end(run, answerUpdate(actx, ans, nil))
+	case errors.Is(cause, errTaskCancelled), errors.Is(cause, errServerClosed):
 		r.end(run, r.endedBy(run))
-	case errors.Is(actx.Err(), context.DeadlineExceeded):
-		r.end(run, TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeTimeout, Message: "the answer took too long"}})
 	default:
-		if run.ctx.Err() == nil {
+		if err != nil && actx.Err() == nil {
 			s.logger.Warn("socketio: answerer failed", "task", t.ID, "err", err)
 		}
-		r.end(run, TaskUpdate{Status: TaskFailed, Error: answerError(err)})
+		r.end(run, answerUpdate(actx, ans, err))
 	}
 }
 
@@ -294,6 +292,17 @@ const (
 	endRetryMax  = 5 * time.Second
 )
 
+// endRetryWait is how long retry number attempt of storing an end waits:
+// a random time up to endRetryBase doubled attempt times, at most
+// endRetryMax (full jitter).
+func endRetryWait(attempt int) time.Duration {
+	wait := endRetryMax
+	if attempt < 16 {
+		wait = min(endRetryBase<<attempt, endRetryMax)
+	}
+	return rand.N(wait) + time.Millisecond
+}
+
 // end settles run with its final update u, the way an answer ends. The
 // store decides who ends a task (a cancel or a sweep on another node may
 // come first), so the end is pushed only once stored. When the store
@@ -337,11 +346,7 @@ func (r *taskRunner) retryEnd(run *taskRun, u TaskUpdate) {
 	expiry := run.task.UpdatedAt.Add(r.srv.taskTTL()) // its last write
 	run.mu.Unlock()
 	for attempt := 1; ; attempt++ {
-		wait := endRetryMax
-		if attempt < 16 {
-			wait = min(endRetryBase<<attempt, endRetryMax)
-		}
-		timer := time.NewTimer(rand.N(wait) + time.Millisecond)
+		timer := time.NewTimer(endRetryWait(attempt))
 		select {
 		case <-r.quit:
 			timer.Stop()

@@ -105,9 +105,8 @@ type Worker struct {
 
 // heldEntry is a question this worker holds.
 type heldEntry struct {
-	d      streamq.Delivery
-	taskID string
-	cancel context.CancelCauseFunc
+	owner, taskID string
+	cancel        context.CancelCauseFunc
 }
 
 var (
@@ -269,7 +268,8 @@ func (w *Worker) run(ds []streamq.Delivery, n int) {
 }
 
 // renewLoop renews the hold on every question in progress, every
-// ClaimAfter/3, and stops the answers another worker took over.
+// ClaimAfter/3, and stops the answers another worker took over or that
+// finished elsewhere.
 func (w *Worker) renewLoop() {
 	defer w.loops.Done()
 	t := time.NewTicker(max(w.q.opts.ClaimAfter/3, 5*time.Millisecond))
@@ -282,13 +282,16 @@ func (w *Worker) renewLoop() {
 		}
 		w.mu.Lock()
 		ids := make([]string, 0, len(w.held))
-		for id := range w.held {
+		held := make([]*heldEntry, 0, len(w.held))
+		for id, h := range w.held {
 			ids = append(ids, id)
+			held = append(held, h)
 		}
 		w.mu.Unlock()
 		if len(ids) == 0 {
 			continue
 		}
+		w.stopFinished(held)
 		ctx, cancel := context.WithTimeout(w.ctx, w.opts.StorageTimeout)
 		lost, err := w.q.q.Touch(ctx, w.opts.Name, ids...)
 		cancel()
@@ -304,6 +307,20 @@ func (w *Worker) renewLoop() {
 			}
 		}
 		w.mu.Unlock()
+	}
+}
+
+// stopFinished stops the answers of held tasks that are finished in the
+// storage: cancelled on a node whose word to the workers was lost, or
+// settled meanwhile.
+func (w *Worker) stopFinished(held []*heldEntry) {
+	for _, h := range held {
+		ctx, cancel := context.WithTimeout(w.ctx, w.opts.StorageTimeout)
+		t, err := w.storage.Task(ctx, h.owner, h.taskID)
+		cancel()
+		if err == nil && t.Status.Finished() {
+			h.cancel(errTaskCancelled)
+		}
 	}
 }
 
@@ -353,7 +370,7 @@ func (w *Worker) handle(d streamq.Delivery) {
 	cancel()
 	switch {
 	case errors.Is(err, ErrNotFound):
-		w.ack(d, nil) // expired or cleared: nothing to answer
+		w.ack(d, "", nil) // expired or cleared: nothing to answer
 		return
 	case err != nil:
 		// Left pending: claimed again after ClaimAfter.
@@ -371,7 +388,7 @@ func (w *Worker) handle(d streamq.Delivery) {
 		if t.Status == TaskCompleted && d.Attempt > 1 {
 			end = encodeEvent(t, true, endPushes(t)...)
 		}
-		w.ack(d, end)
+		w.ack(d, t.ID, end)
 		return
 	case d.Dead:
 		w.logger.Error("socketio: a question was taken from silent workers too often; giving up", "task", t.ID, "claims", d.Claims)
@@ -387,7 +404,7 @@ func (w *Worker) handle(d streamq.Delivery) {
 	rctx, rcancel := context.WithCancelCause(w.ctx)
 	defer rcancel(nil)
 	w.mu.Lock()
-	w.held[d.ID] = &heldEntry{d: d, taskID: t.ID, cancel: rcancel}
+	w.held[d.ID] = &heldEntry{owner: t.Owner, taskID: t.ID, cancel: rcancel}
 	w.mu.Unlock()
 	defer func() {
 		w.mu.Lock()
@@ -411,13 +428,14 @@ func (w *Worker) handle(d streamq.Delivery) {
 		return // left pending: claimed again after ClaimAfter
 	}
 	if nt.Status.Finished() {
-		w.ack(d, nil) // cancelled just now; the canceller pushed the end
+		w.ack(d, t.ID, nil) // cancelled just now; the canceller pushed the end
 		return
 	}
 	if !applied && d.Attempt == 1 {
 		// Processing already, yet this entry was never taken before: the
-		// task was queued twice, and the other entry's worker answers it.
-		w.ack(d, nil)
+		// task was queued twice, and the other entry's worker answers it
+		// (and keeps its partial).
+		w.ack(d, "", nil)
 		return
 	}
 	t = nt
@@ -476,21 +494,19 @@ func (w *Worker) handle(d streamq.Delivery) {
 		// Another worker answers it, or a node cancelled it and pushed the
 		// end: this attempt ends here, silently.
 		if errors.Is(cause, errTaskCancelled) {
-			w.ack(d, nil)
+			w.ack(d, t.ID, nil)
 		}
 		return
-	case err == nil && actx.Err() == nil:
+	default:
+		if err != nil && actx.Err() == nil {
+			w.logger.Warn("socketio: answerer failed", "task", t.ID, "err", err)
+		}
 		if cw != nil {
 			if text, ok := cw.written(); ok {
 				ans.Text = text
 			}
 		}
-		u = TaskUpdate{Status: TaskCompleted, Answer: ans.Text, Sources: ans.Sources, Usage: ans.Usage}
-	case errors.Is(actx.Err(), context.DeadlineExceeded):
-		u = TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeTimeout, Message: "the answer took too long"}}
-	default:
-		w.logger.Warn("socketio: answerer failed", "task", t.ID, "err", err)
-		u = TaskUpdate{Status: TaskFailed, Error: answerError(err)}
+		u = answerUpdate(actx, ans, err)
 	}
 	w.finish(d, t, e.Caller, u, false)
 }
@@ -519,7 +535,7 @@ func (w *Worker) finish(d streamq.Delivery, t Task, caller Caller, u TaskUpdate,
 				}
 				cancel()
 			} else {
-				w.ack(d, end)
+				w.ack(d, t.ID, end)
 			}
 			if end != nil && w.opts.Hooks != nil {
 				ev := &AnswerEvent{Caller: caller, Task: nt}
@@ -536,14 +552,10 @@ func (w *Worker) finish(d streamq.Delivery, t Task, caller Caller, u TaskUpdate,
 				lost = u
 			}
 			lt, _ := lost.Apply(t)
-			w.ack(d, encodeEvent(lt, true, endPushes(lt)...))
+			w.ack(d, t.ID, encodeEvent(lt, true, endPushes(lt)...))
 			return
 		}
-		wait := endRetryMax
-		if attempt < 16 {
-			wait = min(endRetryBase<<attempt, endRetryMax)
-		}
-		timer := time.NewTimer(rand.N(wait) + time.Millisecond)
+		timer := time.NewTimer(endRetryWait(attempt))
 		select {
 		case <-w.quit:
 			timer.Stop()
@@ -554,15 +566,16 @@ func (w *Worker) finish(d streamq.Delivery, t Task, caller Caller, u TaskUpdate,
 	}
 }
 
-// ack acknowledges an entry, pushing end (when not nil) with it.
-func (w *Worker) ack(d streamq.Delivery, end []byte) {
+// ack acknowledges an entry of a finished task, pushing end (when not nil)
+// with it and dropping the task's partial.
+func (w *Worker) ack(d streamq.Delivery, taskID string, end []byte) {
 	var events [][]byte
 	if end != nil {
 		events = append(events, end)
 	}
 	for attempt := 0; attempt < 3; attempt++ {
 		ctx, cancel := w.storageCtx()
-		err := w.q.q.Ack(ctx, d.ID, events...)
+		err := w.q.q.AckDone(ctx, d.ID, taskID, events...)
 		cancel()
 		if err == nil {
 			return
@@ -580,6 +593,19 @@ func (w *Worker) release(d streamq.Delivery, t Task) {
 		return
 	}
 	w.logger.Info("socketio: released a question to the other workers", "task", t.ID)
+}
+
+// answerUpdate is the end of an answer that returned ans and err within
+// actx (not cancelled): completed, timeout when actx's deadline passed, or
+// failed as answerError says.
+func answerUpdate(actx context.Context, ans Answer, err error) TaskUpdate {
+	switch {
+	case err == nil && actx.Err() == nil:
+		return TaskUpdate{Status: TaskCompleted, Answer: ans.Text, Sources: ans.Sources, Usage: ans.Usage}
+	case errors.Is(actx.Err(), context.DeadlineExceeded):
+		return TaskUpdate{Status: TaskFailed, Error: &TaskError{Code: CodeTimeout, Message: "the answer took too long"}}
+	}
+	return TaskUpdate{Status: TaskFailed, Error: answerError(err)}
 }
 
 // answerError is the end of an answer whose Answerer failed with err: its

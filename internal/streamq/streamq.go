@@ -714,8 +714,18 @@ func (q *Queue) ackIn(ctx context.Context, pipe redis.Pipeliner, id string) {
 // Ack acknowledges and deletes entry id, and appends events, in one
 // MULTI. Acking an entry that is no longer pending is harmless.
 func (q *Queue) Ack(ctx context.Context, id string, events ...[]byte) error {
+	return q.AckDone(ctx, id, "", events...)
+}
+
+// AckDone is Ack for an entry whose task is finished: in the same MULTI it
+// also deletes the task's partial (when taskID is set), which no reader
+// needs any more.
+func (q *Queue) AckDone(ctx context.Context, id, taskID string, events ...[]byte) error {
 	_, err := q.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 		q.ackIn(ctx, pipe, id)
+		if taskID != "" {
+			pipe.Del(ctx, q.partialKey(taskID))
+		}
 		q.addEvents(ctx, pipe, events)
 		return nil
 	})

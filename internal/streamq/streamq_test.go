@@ -560,6 +560,24 @@ func runSuite(t *testing.T, newBackend func(testing.TB) *backend) {
 		assert.False(t, ok)
 	})
 
+	t.Run("AckDoneDropsThePartial", func(t *testing.T) {
+		e := newEnv(t, newBackend, streamq.Config{KeyTTL: time.Minute})
+		_, err := e.q.Add(ctx, []byte("task-1"))
+		require.NoError(t, err)
+		d := read(t, e.q, "w1")
+		require.NoError(t, e.q.SetPartial(ctx, "t1", streamq.Partial{Attempt: 1, Seq: 0, Text: "Hel"}))
+		require.NoError(t, e.q.SetPartial(ctx, "t2", streamq.Partial{Attempt: 1, Seq: 0, Text: "other"}))
+		require.NoError(t, e.q.AckDone(ctx, d.ID, "t1", bs("end")...))
+		_, ok, err := e.q.Partial(ctx, "t1")
+		require.NoError(t, err)
+		assert.False(t, ok, "the finished task's partial is gone")
+		_, ok, err = e.q.Partial(ctx, "t2")
+		require.NoError(t, err)
+		assert.True(t, ok, "another task's stays")
+		assert.EqualValues(t, 0, e.pending(t))
+		assert.Equal(t, []string{"end"}, e.events(t))
+	})
+
 	t.Run("SetNewerPartial", func(t *testing.T) {
 		e := newEnv(t, newBackend, streamq.Config{KeyTTL: time.Minute})
 		set := func(a, s int, text string, want bool) {
