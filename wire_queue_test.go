@@ -193,6 +193,73 @@ func TestQueueStreamedAnswerAndPartial(t *testing.T) {
 		task := okReply(t, "task", call(t, cb, "get_task", map[string]any{"task_id": id}))["task"].(map[string]any)
 		assert.Equal(t, "completed", task["status"])
 		assert.NotContains(t, task, "partial")
+		_, kept, err := streamq.New(r.client(t), streamq.Config{Prefix: r.prefix}).Partial(context.Background(), id.(string))
+		require.NoError(t, err)
+		assert.False(t, kept, "the partial of a finished answer is dropped from Redis")
+	})
+}
+
+// TestQueueWorkerSeesStoredCancel: a task cancelled in the storage without
+// word to the workers (a node whose pub/sub message was lost) is stopped on
+// the worker at its next renewal.
+func TestQueueWorkerSeesStoredCancel(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, r *sharedRedis) {
+		ts := r.queueNode(t, socketio.Options{})
+		c, _ := ts.dial(t, sioclient.TransportWebsocket)
+		started := make(chan socketio.Question, 1)
+		stopped := make(chan error, 1)
+		r.worker(t, socketio.AnswererFunc(func(ctx context.Context, q socketio.Question, _ socketio.ChunkWriter) (socketio.Answer, error) {
+			started <- q
+			<-ctx.Done()
+			stopped <- context.Cause(ctx)
+			return socketio.Answer{}, ctx.Err()
+		}))
+		okReply(t, "ask", call(t, c, "ask_question", "slow"))
+		q := <-started
+		owner := socketio.OwnerOf(q.SessionID, q.UserID)
+		_, applied, err := ts.QA.Storage().UpdateTask(context.Background(), owner, q.TaskID,
+			socketio.TaskUpdate{Status: socketio.TaskCancelled, Error: &socketio.TaskError{Code: socketio.CodeCancelled, Message: "cancelled"}})
+		require.NoError(t, err)
+		require.True(t, applied)
+		select {
+		case err := <-stopped:
+			require.Error(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the worker did not stop the cancelled answer")
+		}
+	})
+}
+
+// TestQueueEndOfADeadWorkersStoredAnswer: a worker stored the answer and
+// died before it acknowledged the question and pushed the end; the worker
+// that takes the question over pushes that end, once, and answers nothing.
+func TestQueueEndOfADeadWorkersStoredAnswer(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, r *sharedRedis) {
+		ts := r.queueNode(t, socketio.Options{})
+		c, hello := ts.dial(t, sioclient.TransportWebsocket)
+		id := okReply(t, "ask", call(t, c, "ask_question", "What is Socket.IO?"))["task_id"].(string)
+		ghost := streamq.New(r.client(t), streamq.Config{Prefix: r.prefix, ClaimAfter: 300 * time.Millisecond})
+		ctx := context.Background()
+		require.Eventually(t, func() bool {
+			ds, err := ghost.Read(ctx, "ghost", 1, 0)
+			return err == nil && len(ds) == 1
+		}, 5*time.Second, 10*time.Millisecond)
+		task := okReply(t, "task", call(t, c, "get_task", map[string]any{"task_id": id}))["task"].(map[string]any)
+		require.Equal(t, "pending", task["status"])
+		owner := socketio.OwnerOf(hello["session_id"].(string), "")
+		_, applied, err := ts.QA.Storage().UpdateTask(ctx, owner, id, socketio.TaskUpdate{Status: socketio.TaskCompleted, Answer: "stored by the dead worker"})
+		require.NoError(t, err)
+		require.True(t, applied)
+
+		answered := make(chan struct{}, 1)
+		r.worker(t, socketio.AnswererFunc(func(context.Context, socketio.Question, socketio.ChunkWriter) (socketio.Answer, error) {
+			answered <- struct{}{}
+			return socketio.Answer{Text: "again"}, nil
+		}))
+		s := collect(t, c, id)
+		require.Equal(t, "answer", s.end.Name)
+		assert.Equal(t, "stored by the dead worker", s.end.Args[0].(map[string]any)["answer"])
+		assert.Empty(t, answered, "a finished task is not answered again")
 	})
 }
 
