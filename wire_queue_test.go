@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/alicebob/miniredis/v2/server"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -591,4 +593,31 @@ func TestQueueNodeDiesBeforeQueueing(t *testing.T) {
 		assert.Equal(t, id, answer["task_id"])
 		noEvent(t, cb, "answer")
 	})
+}
+
+// TestQueueRefusedAfterStored: a question stored whose entry the queue
+// then refuses (Redis failing just at the add) is accepted, then ends
+// failed, after its reply; nothing of it stays unfinished.
+func TestQueueRefusedAfterStored(t *testing.T) {
+	mr := miniredis.RunT(t)
+	r := &sharedRedis{mr: mr, opts: &redis.Options{Addr: mr.Addr()}, prefix: "qa:"}
+	ts := r.queueNode(t, socketio.Options{})
+	c, _ := ts.dial(t, sioclient.TransportWebsocket)
+	// The add is the one script on the queue's stream a node runs.
+	tasks := r.prefix + "{aq}:tasks"
+	mr.Server().SetPreHook(func(p *server.Peer, cmd string, args ...string) bool {
+		if (strings.EqualFold(cmd, "EVALSHA") || strings.EqualFold(cmd, "EVAL")) && len(args) > 2 && args[2] == tasks {
+			p.WriteError("ERR injected: the add fails")
+			return true
+		}
+		return false
+	})
+	reply := okReply(t, "ask", call(t, c, "ask_question", "How do rooms work?"))
+	s := collect(t, c, reply["task_id"])
+	assert.Equal(t, []string{"failed"}, s.statuses)
+	require.Equal(t, "answer_error", s.end.Name)
+	assert.Equal(t, "answer_failed", s.end.Args[0].(map[string]any)["code"])
+	assert.Equal(t, "the answer queue is unavailable", s.end.Args[0].(map[string]any)["message"])
+	task := okReply(t, "task", call(t, c, "get_task", map[string]any{"task_id": reply["task_id"]}))["task"].(map[string]any)
+	assert.Equal(t, "failed", task["status"])
 }
