@@ -558,6 +558,9 @@ func TestQueueSlowAnswerKeptByALiveWorker(t *testing.T) {
 			t.Fatalf("taken over from a live worker: attempt %d", q.Attempt)
 		default:
 		}
+		claims, err := r.client(t).Keys(context.Background(), r.prefix+"{aq}:claims:*").Result()
+		require.NoError(t, err)
+		assert.Empty(t, claims, "no worker claimed the question, not even its own")
 		ans.step <- struct{}{}
 		s := collect(t, c, id)
 		require.Equal(t, "answer", s.end.Name)

@@ -86,10 +86,14 @@ type Worker struct {
 	logger   *slog.Logger
 	owned    io.Closer
 
-	ctx      context.Context // ends when Close gives up waiting: answers stop
-	cancel   context.CancelFunc
-	take     context.Context // ends when Close begins: no more questions are taken
-	stopTake context.CancelFunc
+	ctx    context.Context // ends when Close has stopped the answers: the loops stop
+	cancel context.CancelFunc
+	// answering is the parent of every answer's context; Close cancels it,
+	// with errWorkerStopping, when its grace period is over.
+	answering     context.Context
+	stopAnswering context.CancelCauseFunc
+	take          context.Context // ends when Close begins: no more questions are taken
+	stopTake      context.CancelFunc
 
 	quit    chan struct{} // closed when Close gives up waiting: ends are released, not retried
 	slots   chan struct{} // one per answer in progress
@@ -139,6 +143,7 @@ func NewWorker(opts WorkerOptions) (*Worker, error) {
 		w.answerer = kb.Answerer(KBAnswererOptions{})
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
+	w.answering, w.stopAnswering = context.WithCancelCause(w.ctx)
 	w.take, w.stopTake = context.WithCancel(w.ctx)
 	cancels, unsubscribe := w.q.q.Cancels(w.ctx)
 	w.loops.Add(3)
@@ -170,11 +175,7 @@ func (w *Worker) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			w.closeErr = ctx.Err()
 			close(w.quit)
-			w.mu.Lock()
-			for _, h := range w.held {
-				h.cancel(errWorkerStopping)
-			}
-			w.mu.Unlock()
+			w.stopAnswering(errWorkerStopping)
 			<-done
 		}
 		w.cancel()
@@ -364,6 +365,12 @@ func (w *Worker) handle(d streamq.Delivery) {
 		cancel()
 		return
 	}
+	w.mu.Lock()
+	mine := w.held[d.ID] != nil
+	w.mu.Unlock()
+	if mine {
+		return // claimed back from itself; see below
+	}
 	w.logger.Debug("socketio: worker took a question", "task", e.TaskID, "entry", d.ID, "attempt", d.Attempt)
 	ctx, cancel := w.storageCtx()
 	t, err := w.storage.Task(ctx, e.Owner, e.TaskID)
@@ -401,9 +408,15 @@ func (w *Worker) handle(d streamq.Delivery) {
 		return
 	}
 
-	rctx, rcancel := context.WithCancelCause(w.ctx)
+	rctx, rcancel := context.WithCancelCause(w.answering)
 	defer rcancel(nil)
 	w.mu.Lock()
+	if w.held[d.ID] != nil {
+		// This worker's own question, claimed back after renewals failed:
+		// the answer in progress goes on (the next renewal resets it).
+		w.mu.Unlock()
+		return
+	}
 	w.held[d.ID] = &heldEntry{owner: t.Owner, taskID: t.ID, cancel: rcancel}
 	w.mu.Unlock()
 	defer func() {
